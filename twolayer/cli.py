@@ -1,0 +1,119 @@
+"""The `twolayer` command: list the variants, train one, run the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import unicodedata
+from typing import Sequence
+
+from twolayer.devices import KNOWN_DEVICES
+from twolayer.problem import DTYPES, Problem
+from twolayer.train import NonFiniteLoss, train
+from twolayer.variants import VARIANTS, build, device_problem, resolve
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line and exit code 2, never a traceback."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def display_width(text: str) -> int:
+    """Terminal columns taken by `text` (the section names are double-width CJK)."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [("name", "section", "origin", "devices", "default dtype", "what it is")]
+    for info in VARIANTS.values():
+        rows.append((info.name, info.section, info.origin, ",".join(info.devices), info.default_dtype, info.summary))
+    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths)]
+        print("  ".join(cells) + "  " + row[-1])
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    reason = device_problem(args.variant, args.device)
+    if reason is not None:
+        raise UsageError(reason)
+    problem = resolve(
+        args.variant,
+        Problem(iterations=args.iterations, seed=args.seed, dtype=args.dtype, learning_rate=args.learning_rate),
+    )
+    print(f"# {args.variant} on {args.device}, {problem.dtype}, learning rate {problem.learning_rate:g}, seed {problem.seed}")
+    variant = build(args.variant, problem, args.device)
+    final = train(variant, problem.iterations, every=args.every, log=lambda it, loss: print(it, loss))
+    print(f"final loss {final}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="twolayer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list the variants")
+    listing.set_defaults(handler=cmd_list)
+
+    training = commands.add_parser("train", help="train one variant and print its loss log, as the tutorial does")
+    training.add_argument("variant", metavar="VARIANT", choices=list(VARIANTS), help=", ".join(VARIANTS))
+    training.add_argument("--device", default="cpu", choices=KNOWN_DEVICES)
+    training.add_argument("--dtype", choices=DTYPES, default=None, help="default: the variant's tutorial dtype")
+    training.add_argument("--iterations", type=non_negative_int, default=Problem.iterations)
+    training.add_argument("--seed", type=non_negative_int, default=Problem.seed)
+    training.add_argument("--every", type=positive_int, default=50, help="log the loss every E iterations")
+    training.add_argument("--learning-rate", type=positive_float, default=None,
+                          help="default: the variant's tutorial rate")
+    training.set_defaults(handler=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError) as error:
+        print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as error:
+        print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
+        return 1

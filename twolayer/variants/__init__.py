@@ -1,0 +1,94 @@
+"""The registry: every variant in tutorial order, with what it needs and how to build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from twolayer.devices import device_absent_reason
+from twolayer.problem import Init, Problem
+from twolayer.variants.module_linear import ModuleLinear
+from twolayer.variants.module_params import ModuleParams
+from twolayer.variants.nn_sequential import NNSequential
+from twolayer.variants.nn_sequential_optim import NNSequentialOptim
+from twolayer.variants.numpy_manual import NumpyManual
+from twolayer.variants.protocol import Variant, train_step
+from twolayer.variants.torch_autograd import TorchAutograd
+from twolayer.variants.torch_manual import TorchManual
+from twolayer.variants.torch_mseloss import TorchMSELoss
+from twolayer.variants.torch_optim import TorchOptim
+
+TORCH_DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    section: str  # the tutorial section it reproduces
+    summary: str
+    factory: Callable[[Problem, str], Variant]
+    devices: tuple[str, ...]
+    default_dtype: str
+    learning_rate: float  # the section's own rate
+    optimizer: Literal["sgd", "adam"]
+    loss_reduction: Literal["sum", "mean"]
+    init: Init
+    bias: bool = False
+    origin: Literal["tutorial", "beyond"] = "tutorial"
+
+
+VARIANTS: dict[str, VariantInfo] = {
+    info.name: info
+    for info in (
+        VariantInfo("numpy_manual", "方案一", "numpy, hand-written backward and update",
+                    NumpyManual, ("cpu",), "float64", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("torch_manual", "方案二", "torch tensors, hand-written backward and update",
+                    TorchManual, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("torch_autograd", "方案三", "autograd, manual update under no_grad",
+                    TorchAutograd, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("torch_optim", "方案四", "autograd + torch.optim.SGD",
+                    TorchOptim, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("torch_mseloss", "方案五", "autograd + nn.MSELoss(sum) + SGD",
+                    TorchMSELoss, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("nn_sequential", "方案六", "nn.Sequential with bias, manual update, zero_grad",
+                    NNSequential, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal", bias=True),
+        VariantInfo("nn_sequential_optim", "方案七", "nn.Sequential without bias + SGD",
+                    NNSequentialOptim, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
+        VariantInfo("module_params", "方案八", "nn.Module with explicit Parameters (Xavier), MSELoss mean, Adam",
+                    ModuleParams, TORCH_DEVICES, "float32", 1e-4, "adam", "mean", "xavier_normal"),
+        VariantInfo("module_linear", "方案九", "nn.Module with Linear layers, MSELoss sum, Adam",
+                    ModuleLinear, TORCH_DEVICES, "float32", 1e-4, "adam", "sum", "linear_default"),
+    )
+}
+
+
+def variant_info(name: str) -> VariantInfo:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None
+
+
+def device_problem(name: str, device: str) -> str | None:
+    """None when variant `name` can run on `device` here, else the reason it cannot."""
+    info = variant_info(name)
+    if device not in info.devices:
+        return f"{name} runs on {', '.join(info.devices)}, not {device}"
+    return device_absent_reason(device)
+
+
+def resolve(name: str, problem: Problem) -> Problem:
+    """`problem` with the variant's tutorial dtype and learning rate where it leaves them unset."""
+    info = variant_info(name)
+    return problem.with_defaults(info.default_dtype, info.learning_rate)
+
+
+def build(name: str, problem: Problem, device: str = "cpu") -> Variant:
+    """A fresh variant at its initial weights, ready for `forward()`."""
+    reason = device_problem(name, device)
+    if reason is not None:
+        raise ValueError(reason)
+    return variant_info(name).factory(resolve(name, problem), device)
+
+
+__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "resolve", "train_step", "variant_info"]

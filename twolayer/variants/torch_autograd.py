@@ -1,0 +1,43 @@
+"""方案三: autograd computes the gradients; the update is by hand under `no_grad`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from twolayer.devices import synchronize
+from twolayer.problem import Problem, make_data, make_weights
+from twolayer.variants.tensors import to_numpy64, to_tensor
+
+
+class TorchAutograd:
+    def __init__(self, problem: Problem, device: str = "cpu") -> None:
+        self.device = device
+        data, weights = make_data(problem), make_weights(problem)
+        self.x, self.y = to_tensor(data.x, device), to_tensor(data.y, device)
+        self.w1 = to_tensor(weights.w1, device, requires_grad=True)
+        self.w2 = to_tensor(weights.w2, device, requires_grad=True)
+        self.learning_rate = problem.learning_rate
+
+    def forward(self) -> None:
+        y_pred = self.x.mm(self.w1).clamp(min=0).mm(self.w2)
+        self._loss = (y_pred - self.y).pow(2).sum()  # computation graph
+
+    def backward(self) -> None:
+        self._loss.backward()
+
+    def step(self) -> None:
+        with torch.no_grad():
+            self.w1 -= self.learning_rate * self.w1.grad
+            self.w2 -= self.learning_rate * self.w2.grad
+            self.w1.grad.zero_()
+            self.w2.grad.zero_()
+
+    def loss(self) -> float:
+        return self._loss.item()
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return {"w1": to_numpy64(self.w1.grad), "w2": to_numpy64(self.w2.grad)}
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
