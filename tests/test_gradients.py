@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import DEVICES
+from device_params import DEVICES
 from reference import finite_difference, reference_gradients
 
 from twolayer.problem import Problem, make_data, make_weights

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import DEVICES
+from device_params import DEVICES
 
 from twolayer.problem import Problem
 from twolayer.train import NonFiniteLoss, train

@@ -6,10 +6,14 @@ import argparse
 import math
 import sys
 import unicodedata
+from pathlib import Path
 from typing import Sequence
 
 from twolayer.devices import KNOWN_DEVICES
+from twolayer.environment import set_threads, torch_threads
+from twolayer.flops import PHASES
 from twolayer.problem import DTYPES, Problem
+from twolayer.run import RESULT_FILE, RunFailed, RunOptions, run_suite
 from twolayer.train import NonFiniteLoss, train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
 
@@ -86,6 +90,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    options = RunOptions(variants=args.variants, devices=args.devices, phases=args.phases, dtypes=args.dtypes,
+                         sizes=args.sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
+                         out=Path(args.out))
+    try:
+        run_dir = run_suite(options)
+    except RunFailed as error:
+        print(f"twolayer run: error: {error}", file=sys.stderr)
+        return 1
+    print(f"results: {run_dir / RESULT_FILE}")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from twolayer.fidelity import check_fidelity
+
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    for name in names:
+        if name not in VARIANTS:
+            raise UsageError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    if args.threads is not None:
+        set_threads(args.threads)
+    rows = check_fidelity(names, args.budget_s)
+    print(f"{'variant':<20} {'suite_median_us':>16} {'timer_median_us':>16} {'ratio':>7}   ({torch_threads()} threads)")
+    for row in rows:
+        print(f"{row.variant:<20} {row.suite_median_s * 1e6:>16.1f} {row.timer_median_s * 1e6:>16.1f} {row.ratio:>7.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="twolayer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,6 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--learning-rate", type=positive_float, default=None,
                           help="default: the variant's tutorial rate")
     training.set_defaults(handler=cmd_train)
+
+    running = commands.add_parser(
+        "run", help="benchmark every variant per phase on the devices present; write results/<run id>/")
+    running.add_argument("--variants", help=f"comma-separated (default: all): {', '.join(VARIANTS)}")
+    running.add_argument("--devices", help="comma-separated: cpu, cuda, mps (default: every one present)")
+    running.add_argument("--phases", help=f"comma-separated (default: all): {', '.join(PHASES)}")
+    running.add_argument("--dtypes", "--dtype", dest="dtypes",
+                         help="comma-separated: float32, float64, or tutorial for each variant's own (default: float32)")
+    running.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
+    running.add_argument("--threads", type=positive_int, help="torch and BLAS threads (default: torch's; recorded either way)")
+    running.add_argument("--budget-s", type=positive_float, help="seconds of timing per benchmark (default: 1)")
+    running.add_argument("--quick", action="store_true", help="a short run, seconds in all (for CI smoke tests)")
+    running.add_argument("--out", default="results", help="where run directories go (default: results)")
+    running.set_defaults(handler=cmd_run)
+
+    fidelity = commands.add_parser(
+        "fidelity", help="check the suite's cpu iteration medians against torch.utils.benchmark.Timer")
+    fidelity.add_argument("--variants", help="comma-separated (default: all)")
+    fidelity.add_argument("--threads", type=positive_int)
+    fidelity.add_argument("--budget-s", type=positive_float, default=1.0, help="seconds per measurement (default: 1)")
+    fidelity.set_defaults(handler=cmd_fidelity)
     return parser
 
 

@@ -7,7 +7,6 @@ loss as a tensor, like every other variant, and `loss()` converts it when asked.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from twolayer.devices import synchronize
 from twolayer.problem import Problem, make_data, make_weights

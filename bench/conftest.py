@@ -1,0 +1,96 @@
+"""pytest-benchmark fixtures for the twolayer suite: options, parametrisation, provenance.
+
+`pytest` runs every benchmark body once (the project's addopts disable timing); `twolayer run`,
+or `pytest bench --benchmark-enable`, times them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from twolayer import SUITE_VERSION
+from twolayer.cases import (
+    check_devices_present,
+    check_not_empty,
+    make_cases,
+    parse_selection,
+)
+from twolayer.environment import machine_facts, set_threads
+from twolayer.timing import QUICK, Budget
+
+SETTINGS = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("twolayer", "twolayer benchmark selection")
+    group.addoption("--tl-variants", default=None, help="comma-separated variants (default: all)")
+    group.addoption("--tl-devices", default=None, help="comma-separated devices (default: every one present)")
+    group.addoption("--tl-phases", default=None, help="comma-separated phases: forward,backward,step,iteration")
+    group.addoption("--tl-dtypes", default=None, help="float32, float64 or tutorial (default: float32)")
+    group.addoption("--tl-sizes", default=None, help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
+    group.addoption("--tl-threads", type=int, default=None, help="torch and BLAS threads (recorded either way)")
+    group.addoption("--tl-budget-s", type=float, default=None, help="seconds of timing per benchmark")
+    group.addoption("--tl-quick", action="store_true", help="a short run: few rounds per benchmark")
+    group.addoption("--tl-run-id", default=None, help="recorded in the JSON; set by `twolayer run`")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    option = config.option
+    try:
+        selection = parse_selection(option.tl_variants, option.tl_devices, option.tl_phases,
+                                    option.tl_dtypes, option.tl_sizes)
+        check_devices_present(selection)
+        cases = make_cases(selection)
+        check_not_empty(cases)
+        budget = QUICK if option.tl_quick else Budget()
+        if option.tl_budget_s is not None:
+            budget = Budget(seconds=option.tl_budget_s, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds)
+        if option.tl_threads is not None and option.tl_threads < 1:
+            raise ValueError(f"--tl-threads must be a positive integer, got {option.tl_threads}")
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    if option.tl_threads is not None:
+        set_threads(option.tl_threads)
+    config.stash[SETTINGS] = {"cases": cases, "selection": selection, "budget": budget, "run_id": option.tl_run_id}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    settings = metafunc.config.stash[SETTINGS]
+    if "case" in metafunc.fixturenames:
+        params = [
+            pytest.param(case, id=case.id, marks=pytest.mark.skip(reason=case.skip_reason) if case.skip_reason else ())
+            for case in settings["cases"]
+        ]
+        metafunc.parametrize("case", params)
+    if "overhead_device" in metafunc.fixturenames:
+        devices = sorted({case.device: case.skip_reason for case in settings["cases"]}.items())
+        params = [
+            pytest.param(device, id=device, marks=pytest.mark.skip(reason=reason) if reason else ())
+            for device, reason in devices
+        ]
+        metafunc.parametrize("overhead_device", params)
+
+
+@pytest.fixture
+def budget(request: pytest.FixtureRequest) -> Budget:
+    return request.config.stash[SETTINGS]["budget"]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    machine_info.update(machine_facts())
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    settings = config.stash[SETTINGS]
+    budget = settings["budget"]
+    for bench in output_json["benchmarks"]:
+        raw = bench["stats"].get("data")
+        if raw:  # the clock ticks in nanoseconds: more digits are noise that only bloats the file
+            bench["stats"]["data"] = [round(seconds, 9) for seconds in raw]
+    output_json["twolayer"] = {
+        "suite_version": SUITE_VERSION,
+        "run_id": settings["run_id"],
+        "budget_s": budget.seconds,
+        "min_rounds": budget.min_rounds,
+        "max_rounds": budget.max_rounds,
+    }

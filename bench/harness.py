@@ -1,0 +1,55 @@
+"""What every benchmark body does around its timed call: record what ran, time it, check the loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twolayer import SUITE_VERSION
+from twolayer.cases import BenchCase
+from twolayer.devices import device_name
+from twolayer.environment import numpy_threads
+from twolayer.phases import PhaseCall
+from twolayer.timing import Budget, plan_rounds
+
+
+def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | None, case: BenchCase | None) -> None:
+    """Everything needed to read the result later without the test id: what ran, where, how big."""
+    problem = case.problem if case else None
+    benchmark.group = case.group if case else f"{device} overhead"
+    benchmark.extra_info.update(
+        {
+            "suite_version": SUITE_VERSION,
+            "variant": variant,
+            "phase": phase,
+            "device": device,
+            "device_name": device_name(device),
+            "dtype": dtype,
+            "n": problem.n if problem else None,
+            "d_in": problem.d_in if problem else None,
+            "hidden": problem.hidden if problem else None,
+            "d_out": problem.d_out if problem else None,
+            "size": problem.size_label if problem else None,
+            "learning_rate": problem.learning_rate if problem else None,
+            "flops": case.flops() if case else 0,
+            "torch_threads": torch.get_num_threads(),
+            "numpy_threads": numpy_threads(),
+        }
+    )
+
+
+def time_call(benchmark, call: PhaseCall, budget: Budget) -> None:
+    """Time `call` with pytest-benchmark: one call per round, setup untimed before each."""
+    if benchmark.disabled:
+        benchmark.pedantic(call.target, setup=call.setup)
+        return
+    plan = plan_rounds(call, budget)
+    benchmark.extra_info["warmup_rounds"] = plan.warmup_rounds
+    benchmark.pedantic(call.target, setup=call.setup, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)
+
+
+def check_finite(loss: float, case: BenchCase) -> None:
+    if not math.isfinite(loss):
+        pytest.fail(f"{case.id}: loss became {loss} while timing; the timings would be of NaN arithmetic")

@@ -1,0 +1,25 @@
+"""The harness's own cost per timed call, so a 5 us phase can be told from timer noise.
+
+`harness_empty` times a call that does nothing; `harness_sync` times a bare device
+synchronisation, the floor under every GPU figure (on cpu it is a no-op call).
+"""
+
+import pytest
+from harness import record, time_call
+
+from twolayer.devices import synchronize
+from twolayer.phases import PhaseCall
+
+
+@pytest.mark.parametrize("what", ["harness_empty", "harness_sync"])
+def test_overhead(benchmark, overhead_device, what, budget):
+    device = overhead_device
+
+    def empty() -> None:
+        pass
+
+    def sync() -> None:
+        synchronize(device)
+
+    record(benchmark, variant=what, phase="overhead", device=device, dtype=None, case=None)
+    time_call(benchmark, PhaseCall(empty if what == "harness_empty" else sync, None), budget)

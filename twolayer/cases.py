@@ -1,0 +1,124 @@
+"""What the benchmark suite runs: a frozen description of each case, and the selection of cases.
+
+A selection is parsed and checked here, once, for both `pytest bench/` and `twolayer run`, so
+that an unknown name or an empty selection fails the same way before anything is timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
+from twolayer.flops import PHASES, phase_flops
+from twolayer.problem import DTYPES, Problem, parse_size
+from twolayer.variants import VARIANTS, resolve
+
+TUTORIAL_DTYPE = "tutorial"  # each variant in its own tutorial dtype (numpy float64, torch float32)
+# float32 by default so every row does the same arithmetic, numpy_manual included.
+DEFAULT_DTYPES = ("float32",)
+DEFAULT_SIZES = (Problem().size_label,)
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    variant: str
+    device: str
+    phase: str
+    problem: Problem  # resolved: dtype and learning rate set
+    skip_reason: str | None = field(default=None, compare=False)
+
+    @property
+    def dtype(self) -> str:
+        return self.problem.dtype  # type: ignore[return-value]
+
+    @property
+    def group(self) -> str:
+        """pytest-benchmark compares the variants within one group."""
+        return f"{self.device} {self.phase} {self.dtype} {self.problem.size_label}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.device}-{self.phase}-{self.dtype}-{self.problem.size_label}-{self.variant}"
+
+    def flops(self) -> int:
+        info = VARIANTS[self.variant]
+        return phase_flops(self.problem, self.phase, info.optimizer, info.bias)
+
+
+@dataclass(frozen=True)
+class Selection:
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    devices: tuple[str, ...] = ()  # empty: every device present (absent ones are skipped with their reason)
+    phases: tuple[str, ...] = PHASES
+    dtypes: tuple[str, ...] = DEFAULT_DTYPES
+    sizes: tuple[str, ...] = DEFAULT_SIZES
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def _check_names(kind: str, names: tuple[str, ...], valid: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(valid)}")
+
+
+def parse_selection(
+    variants: str | None = None,
+    devices: str | None = None,
+    phases: str | None = None,
+    dtypes: str | None = None,
+    sizes: str | None = None,
+) -> Selection:
+    """A checked selection from comma-separated option values (None or '' keeps the default)."""
+    selection = Selection(
+        variants=split_list(variants) or Selection.variants,
+        devices=split_list(devices),
+        phases=split_list(phases) or Selection.phases,
+        dtypes=split_list(dtypes) or DEFAULT_DTYPES,
+        sizes=split_list(sizes) or DEFAULT_SIZES,
+    )
+    _check_names("variant", selection.variants, tuple(VARIANTS))
+    _check_names("device", selection.devices, KNOWN_DEVICES)
+    _check_names("phase", selection.phases, PHASES)
+    _check_names("dtype", selection.dtypes, (*DTYPES, TUTORIAL_DTYPE))
+    for size in selection.sizes:
+        parse_size(size)
+    return selection
+
+
+def check_devices_present(selection: Selection) -> None:
+    """A device asked for by name must be here: fail now rather than skip everything later."""
+    for device in selection.devices:
+        reason = device_absent_reason(device)
+        if reason is not None:
+            raise ValueError(reason)
+
+
+def make_cases(selection: Selection) -> list[BenchCase]:
+    """Every (device, phase, dtype, size, variant) the selection names and the variant supports.
+
+    With no devices named, cpu and every accelerator torch knows are listed, and those absent
+    here carry their skip reason, so a report shows what was not measured and why.
+    """
+    devices = selection.devices or tuple(d for d in KNOWN_DEVICES if d in ("cpu", "cuda") or d in available_devices())
+    cases = []
+    for device in devices:
+        skip = device_absent_reason(device)
+        for phase in selection.phases:
+            for dtype in selection.dtypes:
+                for size in selection.sizes:
+                    n, d_in, hidden, d_out = parse_size(size)
+                    for variant in selection.variants:
+                        if device not in VARIANTS[variant].devices:
+                            continue
+                        problem = Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out,
+                                          dtype=None if dtype == TUTORIAL_DTYPE else dtype)
+                        cases.append(BenchCase(variant, device, phase, resolve(variant, problem), skip))
+    return cases
+
+
+def check_not_empty(cases: list[BenchCase]) -> None:
+    if not any(case.skip_reason is None for case in cases):
+        raise ValueError("the selection matches no benchmark that can run here (check --variants and --devices)")

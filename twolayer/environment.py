@@ -1,0 +1,87 @@
+"""Provenance recorded with every result: versions, BLAS, thread counts, hardware, commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from twolayer.devices import cpu_model
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def numpy_blas() -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # older numpy has no dict mode; provenance must never break a run
+        return "unknown"
+
+
+def torch_blas() -> str:
+    for line in torch.__config__.show().splitlines():
+        if "BLAS_INFO" in line:
+            return line.split("BLAS_INFO=", 1)[1].split(",", 1)[0]
+    return "mkl" if torch.backends.mkl.is_available() else "unknown"
+
+
+def numpy_threads() -> int | None:
+    """Threads of the BLAS that numpy calls (threadpoolctl sees each loaded BLAS separately)."""
+    from threadpoolctl import threadpool_info
+
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    for pool in pools:
+        if "numpy" in pool.get("filepath", ""):
+            return pool["num_threads"]
+    return pools[0]["num_threads"] if pools else None
+
+
+def torch_threads() -> int:
+    return torch.get_num_threads()
+
+
+def set_threads(count: int) -> None:
+    """Use `count` threads in torch and in every BLAS (numpy's included)."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+
+
+def git_commit(short: bool = False) -> str | None:
+    args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
+    try:
+        out = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def host_name() -> str:
+    return socket.gethostname().split(".")[0] or "host"
+
+
+def machine_facts() -> dict[str, object]:
+    """What a reader needs to compare this run with another honestly."""
+    cuda = torch.cuda.is_available()
+    return {
+        "twolayer_host": host_name(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu_model": torch.cuda.get_device_name() if cuda else None,
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "torch_blas": torch_blas(),
+        "numpy_blas": numpy_blas(),
+        "torch_threads": torch.get_num_threads(),
+        "numpy_threads": numpy_threads(),
+    }
