@@ -1,4 +1,4 @@
-"""The `twolayer` command: list the variants, train one, run the benchmarks."""
+"""The `twolayer` command: list the variants, train one, run the benchmarks, report and compare runs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+from twolayer.compare import compare_tables
 from twolayer.devices import KNOWN_DEVICES
 from twolayer.environment import set_threads, torch_threads
+from twolayer.files import write_atomically
 from twolayer.flops import PHASES
 from twolayer.problem import DTYPES, Problem
+from twolayer.report import DEFAULT_BASELINE, build_report, write_report
+from twolayer.results import load_runs
 from twolayer.run import RESULT_FILE, RunFailed, RunOptions, run_suite
 from twolayer.train import NonFiniteLoss, train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
@@ -100,7 +104,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"twolayer run: error: {error}", file=sys.stderr)
         return 1
     print(f"results: {run_dir / RESULT_FILE}")
+    if not args.no_report:
+        written = make_report([run_dir / RESULT_FILE], run_dir)
+        print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.runs]
+    if args.out is None and len(paths) > 1:
+        raise UsageError("--out is required when several runs are merged into one report")
+    out = Path(args.out) if args.out else paths[0].parent
+    written = make_report(paths, out, args.baseline)
+    print(f"report: {out / 'report.md'} ({len(written)} files)")
+    return 0
+
+
+def make_report(paths: list[Path], out: Path, baseline: str = DEFAULT_BASELINE) -> list[Path]:
+    return write_report(build_report(load_runs(paths), baseline), out)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    base, new = Path(args.base), Path(args.new)
+    table = compare_tables(load_runs([base]), load_runs([new]), args.threshold / 100)
+    out = Path(args.out) if args.out else new.parent
+    write_atomically(out / "compare.csv", table.to_csv(index=False))
+    view = table.assign(base_us=table["base_median_s"] * 1e6, new_us=table["new_median_s"] * 1e6)
+    columns = ["verdict", "device", "variant", "phase", "dtype", "base_us", "new_us", "ratio", "ratio_low", "ratio_high"]
+    print(view[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    slower = int((table["verdict"] == "slower").sum())
+    print(f"compare: {out / 'compare.csv'}; {slower} slower beyond {args.threshold:g}% "
+          f"(95% bootstrap interval of the median ratio)")
+    return 1 if slower else 0
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
@@ -149,7 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--budget-s", type=positive_float, help="seconds of timing per benchmark (default: 1)")
     running.add_argument("--quick", action="store_true", help="a short run, seconds in all (for CI smoke tests)")
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
+    running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
     running.set_defaults(handler=cmd_run)
+
+    reporting = commands.add_parser("report", help="write CSV comparison reports and report.md from runs")
+    reporting.add_argument("runs", nargs="+", metavar="RUN.json")
+    reporting.add_argument("--out", help="report directory (default: the run's own directory)")
+    reporting.add_argument("--baseline", default=DEFAULT_BASELINE,
+                           help=f"variant the speedups are measured against, on cpu (default: {DEFAULT_BASELINE})")
+    reporting.set_defaults(handler=cmd_report)
+
+    comparing = commands.add_parser("compare", help="compare two runs; exit 1 when one is significantly slower")
+    comparing.add_argument("base", metavar="BASE.json")
+    comparing.add_argument("new", metavar="NEW.json")
+    comparing.add_argument("--threshold", type=positive_float, default=10.0,
+                           help="percent slowdown tolerated (default: 10)")
+    comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
+    comparing.set_defaults(handler=cmd_compare)
 
     fidelity = commands.add_parser(
         "fidelity", help="check the suite's cpu iteration medians against torch.utils.benchmark.Timer")
@@ -165,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError) as error:  # ResultsError is a ValueError
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLoss as error:

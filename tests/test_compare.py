@@ -1,0 +1,80 @@
+"""`twolayer compare`: verdicts on synthetic raw timings, the gate's exit code, and listing the unmatched."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_runs import bench, write_run
+
+from twolayer.cli import main
+from twolayer.compare import median_ratio_interval, verdict
+
+
+def noise(median, rounds=400, seed=0, spread=0.05):
+    rng = np.random.default_rng(seed)
+    return median * (1 + spread * rng.standard_normal(rounds)).clip(0.5)
+
+
+def compare(capsys, tmp_path, base_benchmarks, new_benchmarks, *extra):
+    base = write_run(tmp_path / "base.json", base_benchmarks, run_id="base")
+    new = write_run(tmp_path / "new.json", new_benchmarks, run_id="new")
+    code = main(["compare", str(base), str(new), "--out", str(tmp_path), *extra])
+    out, err = capsys.readouterr()
+    return code, out, err, pd.read_csv(tmp_path / "compare.csv") if code in (0, 1) else None
+
+
+def test_a_clear_2x_slowdown_fails_the_gate(capsys, tmp_path):
+    code, out, _, table = compare(capsys, tmp_path, [bench("torch_manual", "iteration", noise(1e-4))],
+                                  [bench("torch_manual", "iteration", noise(2e-4, seed=1))])
+    assert code == 1
+    row = table.iloc[0]
+    assert row["verdict"] == "slower"
+    assert row["ratio"] == pytest.approx(2.0, rel=0.02) and row["ratio_low"] > 1.9
+    assert "1 slower beyond 10%" in out
+
+
+def test_pure_noise_is_unchanged(capsys, tmp_path):
+    code, _, _, table = compare(capsys, tmp_path, [bench("torch_manual", "iteration", noise(1e-4, spread=0.3))],
+                                [bench("torch_manual", "iteration", noise(1e-4, seed=1, spread=0.3))])
+    assert code == 0 and list(table["verdict"]) == ["unchanged"]
+
+
+def test_a_3_percent_shift_passes_a_10_percent_gate_but_not_a_1_percent_one(capsys, tmp_path):
+    base, new = [bench("torch_manual", "forward", noise(1e-4))], [bench("torch_manual", "forward", noise(1.03e-4, seed=1))]
+    code, _, _, table = compare(capsys, tmp_path, base, new)
+    assert code == 0 and table.iloc[0]["verdict"] == "unchanged"
+    code, _, _, table = compare(capsys, tmp_path, base, new, "--threshold", "1")
+    assert code == 1 and table.iloc[0]["verdict"] == "slower"
+
+
+def test_a_clear_speedup_is_reported_and_passes(capsys, tmp_path):
+    code, _, _, table = compare(capsys, tmp_path, [bench("torch_manual", "step", noise(2e-4))],
+                                [bench("torch_manual", "step", noise(1e-4, seed=1))])
+    assert code == 0 and table.iloc[0]["verdict"] == "faster"
+
+
+def test_benchmarks_in_only_one_run_are_listed(capsys, tmp_path):
+    code, _, _, table = compare(
+        capsys, tmp_path,
+        [bench("torch_manual", "forward", noise(1e-4)), bench("numpy_manual", "forward", noise(1e-4))],
+        [bench("torch_manual", "forward", noise(1e-4, seed=1)), bench("torch_optim", "forward", noise(1e-4))],
+    )
+    assert code == 0
+    verdicts = dict(zip(table["variant"], table["verdict"]))
+    assert verdicts == {"torch_manual": "unchanged", "numpy_manual": "only_in_base", "torch_optim": "only_in_new"}
+
+
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
+    good = write_run(tmp_path / "good.json", [bench("torch_manual", "forward", noise(1e-4))])
+    (tmp_path / "broken.json").write_text("[1, 2")
+    code = main(["compare", str(good), str(tmp_path / "broken.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not JSON" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "compare.csv").exists()
+
+
+def test_the_interval_is_repeatable_and_brackets_the_ratio():
+    base, new = noise(1e-4), noise(1.5e-4, seed=3)
+    first, second = median_ratio_interval(base, new), median_ratio_interval(base, new)
+    assert first == second
+    assert first.low < first.ratio < first.high
+    assert verdict(first, 0.10) == "slower"

@@ -1,0 +1,163 @@
+"""`twolayer report`: the tidy table, the speedups, the merge of machines, and every bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+from synthetic_runs import DATA, bench, constant, write_run
+
+from twolayer.cli import main
+from twolayer.report import build_report, write_report
+from twolayer.results import COLUMNS, ResultsError, load_runs
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tidy_table_from_a_real_run():
+    table = load_runs([DATA / "cpu_run.json"])
+    assert list(table.columns) == [*COLUMNS, "raw_s"]
+    assert len(table) == 6
+    row = table[(table["variant"] == "torch_manual") & (table["phase"] == "forward")].iloc[0]
+    raw = json.loads((DATA / "cpu_run.json").read_text())
+    stats = next(b["stats"] for b in raw["benchmarks"] if b["name"].endswith("forward-float32-64x1000x100x10-torch_manual]"))
+    assert row["median_s"] == stats["median"] and row["iqr_s"] == stats["iqr"] and row["rounds"] == stats["rounds"]
+    assert row["run_id"] == "cpu-sample" and row["machine"] == raw["machine_info"]["twolayer_host"]
+    assert row["gflops"] == pytest.approx(12_936_320 / stats["median"] / 1e9)
+    assert row["noisy"] == (stats["iqr"] / stats["median"] > 0.10)
+    assert row["torch_version"] == raw["machine_info"]["torch_version"]
+
+
+def test_exact_values_and_speedups(tmp_path):
+    path = write_run(tmp_path / "run.json", [
+        bench("numpy_manual", "forward", constant(200e-6), flops=2_000_000),
+        bench("torch_manual", "forward", constant(100e-6), flops=2_000_000),
+        bench("torch_autograd", "forward", [100e-6, 150e-6, 160e-6, 170e-6, 400e-6]),
+    ])
+    table = load_runs([path])
+    manual = table[table["variant"] == "torch_manual"].iloc[0]
+    assert manual["median_s"] == pytest.approx(100e-6)
+    assert manual["gflops"] == pytest.approx(20.0)
+    noisy = table[table["variant"] == "torch_autograd"].iloc[0]
+    assert noisy["iqr_s"] == pytest.approx(20e-6) and bool(noisy["noisy"])  # 20/160 > 10%
+    compared = build_report(table, charts=False).comparison
+    assert list(compared["variant"]) == ["torch_manual", "torch_autograd", "numpy_manual"]
+    assert list(compared["rank"]) == [1, 2, 3]
+    assert list(compared["speedup_vs_baseline"]) == pytest.approx([2.0, 200 / 160, 1.0])
+    by_torch = build_report(table, baseline="torch_manual", charts=False).comparison
+    assert list(by_torch["speedup_vs_baseline"]) == pytest.approx([1.0, 100 / 160, 0.5])
+
+
+def test_two_machines_merge_into_gpu_speedups(tmp_path):
+    cpu_box = write_run(tmp_path / "cpu.json", [
+        bench("numpy_manual", "iteration", constant(500e-6)),
+        bench("torch_manual", "iteration", constant(300e-6)),
+    ], host="cpubox")
+    gpu_box = write_run(tmp_path / "gpu.json", [
+        bench("torch_manual", "iteration", constant(400e-6), device_name="Fast CPU"),
+        bench("torch_manual", "iteration", constant(50e-6), device="cuda", device_name="Test GPU"),
+    ], host="gpubox")
+    devices = build_report(load_runs([cpu_box, gpu_box]), charts=False).devices
+    assert list(devices["cpu_run_id"]) == ["cpu", "gpu"]
+    assert list(devices["accel_speedup"]) == pytest.approx([6.0, 8.0])
+    assert set(devices["accel_name"]) == {"Test GPU"}
+    compared = build_report(load_runs([cpu_box, gpu_box]), charts=False).comparison
+    gpu_row = compared[compared["device"] == "cuda"].iloc[0]
+    assert pd.isna(gpu_row["speedup_vs_baseline"])  # the gpu box's run has no numpy_manual baseline
+
+
+def test_report_command_writes_every_file(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "report", DATA / "cpu_run.json", "--out", tmp_path)
+    assert code == 0, err
+    for name in ("summary.csv", "comparison.csv", "devices.csv", "report.md"):
+        assert (tmp_path / name).is_file()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns) == list(COLUMNS) and len(summary) == 6
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    assert {"rank", "variant", "median_s", "speedup_vs_baseline", "noisy"} <= set(comparison.columns)
+    report = (tmp_path / "report.md").read_text()
+    assert "| numpy_manual |" in report and "Harness overhead" in report
+
+
+def test_report_is_reproducible_byte_for_byte(capsys, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    run_cli(capsys, "report", DATA / "cpu_run.json", "--out", first)
+    run_cli(capsys, "report", DATA / "cpu_run.json", "--out", second)
+    for path in first.iterdir():
+        assert path.read_bytes() == (second / path.name).read_bytes(), path.name
+
+
+def not_a_run(tmp_path):
+    return write_text(tmp_path / "other.json", json.dumps({"hello": "world"}))
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return path
+
+
+def empty_run(tmp_path):
+    return write_run(tmp_path / "empty.json", [])
+
+
+def old_suite_run(tmp_path):
+    entry = bench("torch_manual", "forward", constant(1e-4))
+    del entry["extra_info"]["flops"], entry["extra_info"]["device_name"]
+    return write_run(tmp_path / "old.json", [entry])
+
+
+BAD_FILES = {
+    "missing": (lambda tmp: tmp / "nope.json", "no such file"),
+    "not json": (lambda tmp: write_text(tmp / "bad.json", "{not json"), "not JSON"),
+    "binary": (lambda tmp: write_text(tmp / "bin.json", "\x00\x01"), "not JSON"),
+    "not a run": (not_a_run, "not a pytest-benchmark run"),
+    "no benchmarks": (empty_run, "holds no benchmarks"),
+    "old suite": (old_suite_run, "lacks device_name, flops (made by another version of this suite?)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_are_one_line_exit_2_and_nothing_written(capsys, tmp_path, case):
+    make, message = BAD_FILES[case]
+    path = make(tmp_path)
+    out_dir = tmp_path / "report"
+    out_dir.mkdir()
+    (out_dir / "comparison.csv").write_text("an earlier report\n")
+    code, _, err = run_cli(capsys, "report", path, "--out", out_dir)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert [p.name for p in out_dir.iterdir()] == ["comparison.csv"]
+    assert (out_dir / "comparison.csv").read_text() == "an earlier report\n"
+
+
+def test_unknown_baseline(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "report", DATA / "cpu_run.json", "--out", tmp_path, "--baseline", "abacus")
+    assert code == 2 and "unknown baseline 'abacus'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_runs_need_an_output_directory(capsys):
+    code, _, err = run_cli(capsys, "report", DATA / "cpu_run.json", DATA / "cpu_run.json")
+    assert code == 2 and "--out is required" in err
+
+
+def test_the_same_run_twice_is_refused():
+    with pytest.raises(ResultsError, match="given twice"):
+        load_runs([DATA / "cpu_run.json", DATA / "cpu_run.json"])
+
+
+def test_a_failed_write_keeps_the_existing_report(tmp_path, monkeypatch):
+    report = build_report(load_runs([DATA / "cpu_run.json"]), charts=False)
+    (tmp_path / "summary.csv").write_text("old\n")
+
+    def broken_csv(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_csv)
+    with pytest.raises(OSError):
+        write_report(report, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+    assert (tmp_path / "summary.csv").read_text() == "old\n"

@@ -1,0 +1,185 @@
+"""`twolayer report`: pivots of the tidy table into CSV comparison reports and a Markdown page.
+
+summary.csv     the tidy table itself
+comparison.csv  per run, device, phase, dtype and size: each variant's median, ranked, with its
+                speedup over the baseline variant on the same run's cpu
+devices.csv     per variant, phase, dtype and size: each accelerator's speedup over each cpu
+                measured (across machines too, when runs from several machines are given)
+report.md       these tables, the harness overhead per device, and a bar chart per phase
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twolayer.files import write_all_atomically
+from twolayer.flops import PHASES
+from twolayer.results import COLUMNS, ResultsError
+
+DEFAULT_BASELINE = "numpy_manual"
+GROUP = ["run_id", "machine", "device", "device_name", "phase", "dtype", "size"]
+CASE = ["phase", "dtype", "size", "variant"]
+
+
+def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that time a phase of a variant (not the harness's own overhead)."""
+    return table[table["phase"].isin(PHASES)]
+
+
+def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.DataFrame:
+    rows = phase_rows(table)
+    if baseline not in set(rows["variant"]):
+        raise ResultsError(f"unknown baseline {baseline!r}; the runs hold {', '.join(sorted(set(rows['variant'])))}")
+    base = rows[(rows["variant"] == baseline) & (rows["device"] == "cpu")]
+    base = base[["run_id", "machine", "phase", "dtype", "size", "median_s"]].rename(
+        columns={"median_s": "baseline_median_s"})
+    out = rows.merge(base, on=["run_id", "machine", "phase", "dtype", "size"], how="left")
+    out["baseline"] = f"{baseline} on cpu"
+    out["speedup_vs_baseline"] = out["baseline_median_s"] / out["median_s"]
+    out["rank"] = out.groupby(GROUP)["median_s"].rank(method="min").astype(int)
+    phase_order = {phase: i for i, phase in enumerate(PHASES)}
+    out = out.sort_values(["run_id", "machine", "device", "dtype", "size", "phase", "rank"],
+                          key=lambda col: col.map(phase_order) if col.name == "phase" else col)
+    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "gflops", "baseline",
+               "speedup_vs_baseline", "rounds"]
+    return out[columns].reset_index(drop=True)
+
+
+def devices(table: pd.DataFrame) -> pd.DataFrame:
+    """Each accelerator row against each cpu row of the same variant, phase, dtype and size."""
+    rows = phase_rows(table)
+    keep = ["run_id", "machine", "device_name", "median_s", *CASE]
+    cpu = rows[rows["device"] == "cpu"][keep]
+    accelerated = rows[rows["device"] != "cpu"][[*keep, "device"]]
+    pairs = cpu.merge(accelerated, on=CASE, suffixes=("_cpu", "_accel"))
+    if pairs.empty:
+        return pd.DataFrame(columns=[*CASE, "cpu_run_id", "cpu_name", "cpu_median_s", "accel_run_id",
+                                     "accel_device", "accel_name", "accel_median_s", "accel_speedup"])
+    out = pd.DataFrame({
+        **{c: pairs[c] for c in CASE},
+        "cpu_run_id": pairs["run_id_cpu"],
+        "cpu_name": pairs["device_name_cpu"],
+        "cpu_median_s": pairs["median_s_cpu"],
+        "accel_run_id": pairs["run_id_accel"],
+        "accel_device": pairs["device"],
+        "accel_name": pairs["device_name_accel"],
+        "accel_median_s": pairs["median_s_accel"],
+    })
+    out["accel_speedup"] = out["cpu_median_s"] / out["accel_median_s"]
+    return out.sort_values([*CASE, "cpu_run_id", "accel_run_id"]).reset_index(drop=True)
+
+
+def overhead(table: pd.DataFrame) -> pd.DataFrame:
+    rows = table[table["phase"] == "overhead"]
+    return rows[["run_id", "machine", "device", "device_name", "variant", "median_s", "iqr_s", "rounds"]]
+
+
+def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
+    """A GitHub Markdown table (pandas' to_markdown needs tabulate, which we do not depend on)."""
+    formats = formats or {}
+
+    def cell(column: str, value: object) -> str:
+        if isinstance(value, (float, np.floating)) and np.isnan(value):
+            return ""
+        if column in formats:
+            return formats[column].format(value)
+        return str(value)
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
+    lines = [header, rule]
+    for record in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, record)) + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(compared: pd.DataFrame) -> str:
+    """One table per (run, device, dtype, size): variants as rows, phases as columns of medians in us."""
+    sections = []
+    for (run_id, machine, device, device_name, dtype, size), rows in compared.groupby(
+            ["run_id", "machine", "device", "device_name", "dtype", "size"], sort=False):
+        medians = rows.pivot(index="variant", columns="phase", values="median_s") * 1e6
+        speedups = rows.pivot(index="variant", columns="phase", values="speedup_vs_baseline")
+        noisy = rows.pivot(index="variant", columns="phase", values="noisy")
+        phases = [p for p in PHASES if p in medians.columns]
+        order = medians[phases[-1]].sort_values().index
+        table = pd.DataFrame({"variant": order})
+        for phase in phases:
+            table[f"{phase} us"] = [
+                f"{medians.at[v, phase]:.1f}{' (noisy)' if noisy.at[v, phase] else ''}" for v in order]
+        for phase in phases:
+            table[f"{phase} x"] = [f"{speedups.at[v, phase]:.2f}" if pd.notna(speedups.at[v, phase]) else ""
+                                   for v in order]
+        sections.append(f"#### {device} ({device_name}), {dtype}, {size}: run {run_id} on {machine}\n\n"
+                        + markdown_table(table))
+    return "\n\n".join(sections)
+
+
+@dataclass
+class Report:
+    summary: pd.DataFrame
+    comparison: pd.DataFrame
+    devices: pd.DataFrame
+    overhead: pd.DataFrame
+    baseline: str
+    charts: dict[str, bytes] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        base = self.summary.iloc[0]
+        parts = [
+            "# twolayer benchmark report",
+            f"Runs: {', '.join(sorted(set(self.summary['run_id'])))}. Medians in microseconds per call; "
+            f"`x` is the speedup over `{self.baseline}` on the same run's cpu (higher is faster). "
+            "A median marked (noisy) has an IQR over 10% of it.",
+            f"torch {base['torch_version']}, numpy {base['numpy_version']}, "
+            f"{base['torch_threads']} torch threads, {base['numpy_threads']} numpy threads.",
+            "## Variants per phase",
+            comparison_markdown(self.comparison),
+        ]
+        if not self.devices.empty:
+            view = self.devices.assign(cpu_us=self.devices["cpu_median_s"] * 1e6,
+                                       accel_us=self.devices["accel_median_s"] * 1e6)
+            view = view[["variant", "phase", "dtype", "size", "cpu_name", "cpu_us", "accel_name", "accel_us",
+                         "accel_speedup"]]
+            parts += ["## Accelerator over cpu",
+                      markdown_table(view, {"cpu_us": "{:.1f}", "accel_us": "{:.1f}", "accel_speedup": "{:.2f}"})]
+        if not self.overhead.empty:
+            view = self.overhead.assign(median_ns=self.overhead["median_s"] * 1e9)
+            parts += ["## Harness overhead per timed call",
+                      "An empty call and a bare device synchronisation, timed like the phases: "
+                      "differences smaller than these are timer noise.",
+                      markdown_table(view[["device", "device_name", "variant", "median_ns"]], {"median_ns": "{:.0f}"})]
+        if self.charts:
+            parts.append("## Charts")
+            parts += [f"![{name}]({name})" for name in self.charts]
+        return "\n\n".join(parts) + "\n"
+
+    def files(self, out: Path) -> dict[Path, str | bytes]:
+        return {
+            out / "summary.csv": self.summary[list(COLUMNS)].to_csv(index=False),
+            out / "comparison.csv": self.comparison.to_csv(index=False),
+            out / "devices.csv": self.devices.to_csv(index=False),
+            **{out / name: png for name, png in self.charts.items()},
+            out / "report.md": self.markdown(),
+        }
+
+
+def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: bool = True) -> Report:
+    compared = comparison(table, baseline)
+    report = Report(summary=table, comparison=compared, devices=devices(table), overhead=overhead(table),
+                    baseline=baseline)
+    if charts:
+        from twolayer.charts import phase_charts
+
+        report.charts = phase_charts(compared)
+    return report
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    files = report.files(out)
+    write_all_atomically(files)
+    return list(files)

@@ -1,0 +1,122 @@
+"""Reading pytest-benchmark runs of this suite into one tidy table (one row per benchmark of a run).
+
+Every report is a filter or pivot of this table. Files are checked here, at the boundary: a file
+that is missing, is not JSON, is not a pytest-benchmark run of this suite, or holds no benchmarks
+raises `ResultsError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NOISY_IQR_FRACTION = 0.10  # torch.utils.benchmark warns above this IQR/median too
+
+REQUIRED_EXTRA_INFO = ("variant", "phase", "device", "device_name", "dtype", "size", "flops",
+                       "torch_threads", "numpy_threads")
+REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
+
+# The tidy table's columns, in order; `raw_s` (the raw timings) stays in memory, out of the CSVs.
+COLUMNS = (
+    "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
+    "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
+    "iqr_fraction", "noisy", "flops", "gflops", "torch_threads", "numpy_threads", "torch_version",
+    "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
+    "suite_version", "benchmark",
+)
+KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "size")
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be used, with the reason in one line."""
+
+
+def read_run(path: Path) -> dict:
+    """A checked pytest-benchmark run of this suite."""
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such file")
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"{path}: not JSON ({error})") from None
+    if not isinstance(run, dict) or not isinstance(run.get("benchmarks"), list) or "machine_info" not in run:
+        raise ResultsError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list and 'machine_info')")
+    if not run["benchmarks"]:
+        raise ResultsError(f"{path}: the run holds no benchmarks")
+    for bench in run["benchmarks"]:
+        extra, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
+        missing = [k for k in REQUIRED_EXTRA_INFO if k not in extra] + [k for k in REQUIRED_STATS if k not in stats]
+        if missing:
+            raise ResultsError(f"{path}: benchmark {bench.get('name', '?')!r} lacks {', '.join(missing)} "
+                               "(made by another version of this suite?)")
+    return run
+
+
+def run_rows(run: dict, path: Path) -> list[dict]:
+    machine = run["machine_info"]
+    commit = run.get("commit_info") or {}
+    meta = run.get("twolayer") or {}
+    run_id = meta.get("run_id") or path.parent.name or path.stem
+    rows = []
+    for bench in run["benchmarks"]:
+        extra, stats = bench["extra_info"], bench["stats"]
+        median = float(stats["median"])
+        rows.append({
+            "run_id": run_id,
+            "machine": machine.get("twolayer_host") or machine.get("node"),
+            "commit": (commit.get("id") or "")[:12] + ("-dirty" if commit.get("dirty") else ""),
+            "datetime": run.get("datetime"),
+            "device": extra["device"],
+            "device_name": extra["device_name"],
+            "variant": extra["variant"],
+            "phase": extra["phase"],
+            "dtype": extra["dtype"],
+            "size": extra["size"],
+            "n": extra.get("n"),
+            "d_in": extra.get("d_in"),
+            "hidden": extra.get("hidden"),
+            "d_out": extra.get("d_out"),
+            "median_s": median,
+            "iqr_s": float(stats["iqr"]),
+            "mean_s": float(stats["mean"]),
+            "stddev_s": float(stats["stddev"]),
+            "min_s": float(stats["min"]),
+            "max_s": float(stats["max"]),
+            "rounds": int(stats["rounds"]),
+            "iqr_fraction": float(stats["iqr"]) / median if median > 0 else np.nan,
+            "flops": int(extra["flops"]),
+            "torch_threads": extra["torch_threads"],
+            "numpy_threads": extra["numpy_threads"],
+            "torch_version": machine.get("torch_version"),
+            "numpy_version": machine.get("numpy_version"),
+            "cuda_version": machine.get("cuda_version"),
+            "torch_blas": machine.get("torch_blas"),
+            "numpy_blas": machine.get("numpy_blas"),
+            "cpu_model": machine.get("cpu_model"),
+            "gpu_model": machine.get("gpu_model"),
+            "python_version": machine.get("python_version"),
+            "suite_version": extra.get("suite_version"),
+            "benchmark": bench.get("name"),
+            "raw_s": tuple(stats.get("data") or ()),
+        })
+    return rows
+
+
+def load_runs(paths: list[Path]) -> pd.DataFrame:
+    """The tidy table of one or many runs (several machines welcome)."""
+    if not paths:
+        raise ResultsError("no results files given")
+    rows = []
+    for path in paths:
+        rows.extend(run_rows(read_run(Path(path)), Path(path)))
+    table = pd.DataFrame(rows)
+    table["noisy"] = table["iqr_fraction"] > NOISY_IQR_FRACTION
+    table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
+    duplicated = table.duplicated(list(KEY))
+    if duplicated.any():
+        first = table[duplicated].iloc[0]
+        raise ResultsError(f"run {first['run_id']} is given twice (benchmark {first['benchmark']})")
+    return table[[*COLUMNS, "raw_s"]]
