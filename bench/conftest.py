@@ -15,6 +15,7 @@ from twolayer.cases import (
     make_cases,
     parse_selection,
 )
+from twolayer.devices import device_absent_reason
 from twolayer.environment import machine_facts, set_threads
 from twolayer.timing import QUICK, Budget
 
@@ -38,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     option = config.option
     try:
         selection = parse_selection(option.tl_variants, option.tl_devices, option.tl_phases,
-                                    option.tl_dtypes, option.tl_sizes)
+                                    option.tl_dtypes, option.tl_sizes, quick=option.tl_quick)
         check_devices_present(selection)
         cases = make_cases(selection)
         check_not_empty(cases)
@@ -63,7 +64,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ]
         metafunc.parametrize("case", params)
     if "overhead_device" in metafunc.fixturenames:
-        devices = sorted({case.device: case.skip_reason for case in settings["cases"]}.items())
+        devices = sorted({case.device: device_absent_reason(case.device) for case in settings["cases"]}.items())
         params = [
             pytest.param(device, id=device, marks=pytest.mark.skip(reason=reason) if reason else ())
             for device, reason in devices

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.flops import PHASES, phase_flops
 from twolayer.problem import DTYPES, Problem, parse_size
-from twolayer.variants import VARIANTS, resolve
+from twolayer.variants import VARIANTS, device_problem, resolve
 
 TUTORIAL_DTYPE = "tutorial"  # each variant in its own tutorial dtype (numpy float64, torch float32)
 # float32 by default so every row does the same arithmetic, numpy_manual included.
@@ -45,9 +45,15 @@ class BenchCase:
         return phase_flops(self.problem, self.phase, info.optimizer, info.bias)
 
 
+def default_variants(quick: bool = False) -> tuple[str, ...]:
+    """Every variant; a quick run leaves out those that compile for seconds per graph."""
+    return tuple(name for name, info in VARIANTS.items() if not (quick and info.compiles))
+
+
 @dataclass(frozen=True)
 class Selection:
     variants: tuple[str, ...] = tuple(VARIANTS)
+    variants_named: bool = False  # named by the user: one that cannot run here is an error, not a skip
     devices: tuple[str, ...] = ()  # empty: every device present (absent ones are skipped with their reason)
     phases: tuple[str, ...] = PHASES
     dtypes: tuple[str, ...] = DEFAULT_DTYPES
@@ -70,10 +76,12 @@ def parse_selection(
     phases: str | None = None,
     dtypes: str | None = None,
     sizes: str | None = None,
+    quick: bool = False,
 ) -> Selection:
     """A checked selection from comma-separated option values (None or '' keeps the default)."""
     selection = Selection(
-        variants=split_list(variants) or Selection.variants,
+        variants=split_list(variants) or default_variants(quick),
+        variants_named=bool(split_list(variants)),
         devices=split_list(devices),
         phases=split_list(phases) or Selection.phases,
         dtypes=split_list(dtypes) or DEFAULT_DTYPES,
@@ -89,11 +97,18 @@ def parse_selection(
 
 
 def check_devices_present(selection: Selection) -> None:
-    """A device asked for by name must be here: fail now rather than skip everything later."""
+    """A device or a variant asked for by name must be usable here: fail now rather than skip later."""
     for device in selection.devices:
         reason = device_absent_reason(device)
         if reason is not None:
             raise ValueError(reason)
+    if selection.variants_named:
+        for variant in selection.variants:
+            info = VARIANTS[variant]
+            for device in selection.devices or ("cpu",):
+                reason = info.absent_reason(device) if info.absent_reason and device in info.devices else None
+                if reason is not None:
+                    raise ValueError(f"{variant}: {reason}")
 
 
 def make_cases(selection: Selection) -> list[BenchCase]:
@@ -105,16 +120,17 @@ def make_cases(selection: Selection) -> list[BenchCase]:
     devices = selection.devices or tuple(d for d in KNOWN_DEVICES if d in ("cpu", "cuda") or d in available_devices())
     cases = []
     for device in devices:
-        skip = device_absent_reason(device)
         for phase in selection.phases:
             for dtype in selection.dtypes:
                 for size in selection.sizes:
                     n, d_in, hidden, d_out = parse_size(size)
                     for variant in selection.variants:
-                        if device not in VARIANTS[variant].devices:
-                            continue
+                        info = VARIANTS[variant]
+                        if device not in info.devices or phase not in info.phases:
+                            continue  # not applicable: never measured, never faked
                         problem = Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out,
                                           dtype=None if dtype == TUTORIAL_DTYPE else dtype)
+                        skip = device_problem(variant, device)
                         cases.append(BenchCase(variant, device, phase, resolve(variant, problem), skip))
     return cases
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twolayer.flops import PHASES
-from twolayer.variants import Variant
+from twolayer.variants import Variant, run_iteration
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,7 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         synchronize()
 
     def iteration() -> None:
-        variant.forward()
-        variant.backward()
-        variant.step()
+        run_iteration(variant)
         synchronize()
 
     def fresh_graph() -> None:  # autograd frees its graph after backward: each round needs a forward

@@ -106,11 +106,12 @@ def comparison_markdown(compared: pd.DataFrame) -> str:
         speedups = rows.pivot(index="variant", columns="phase", values="speedup_vs_baseline")
         noisy = rows.pivot(index="variant", columns="phase", values="noisy")
         phases = [p for p in PHASES if p in medians.columns]
-        order = medians[phases[-1]].sort_values().index
+        order = medians[phases[-1]].sort_values(na_position="last").index
         table = pd.DataFrame({"variant": order})
         for phase in phases:
             table[f"{phase} us"] = [
-                f"{medians.at[v, phase]:.1f}{' (noisy)' if noisy.at[v, phase] else ''}" for v in order]
+                "n/a" if pd.isna(medians.at[v, phase])
+                else f"{medians.at[v, phase]:.1f}{' (noisy)' if noisy.at[v, phase] == True else ''}" for v in order]  # noqa: E712
         for phase in phases:
             table[f"{phase} x"] = [f"{speedups.at[v, phase]:.2f}" if pd.notna(speedups.at[v, phase]) else ""
                                    for v in order]

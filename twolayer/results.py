@@ -23,7 +23,7 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
     "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "flops", "gflops", "torch_threads", "numpy_threads", "torch_version",
+    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "torch_threads", "numpy_threads", "torch_version",
     "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
     "suite_version", "benchmark",
 )
@@ -87,6 +87,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "max_s": float(stats["max"]),
             "rounds": int(stats["rounds"]),
             "iqr_fraction": float(stats["iqr"]) / median if median > 0 else np.nan,
+            "compile_s": extra.get("compile_s"),  # one-off, untimed: compilation or graph capture
             "flops": int(extra["flops"]),
             "torch_threads": extra["torch_threads"],
             "numpy_threads": extra["numpy_threads"],

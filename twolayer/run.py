@@ -71,7 +71,8 @@ def pytest_arguments(options: RunOptions, json_path: Path, run_id: str) -> list[
 
 def check_options(options: RunOptions) -> None:
     """Refuse a bad selection before anything runs (raises ValueError with a one-line message)."""
-    selection = parse_selection(options.variants, options.devices, options.phases, options.dtypes, options.sizes)
+    selection = parse_selection(options.variants, options.devices, options.phases, options.dtypes, options.sizes,
+                                quick=options.quick)
     check_devices_present(selection)
     check_not_empty(make_cases(selection))
     if options.threads is not None and options.threads < 1:

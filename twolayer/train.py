@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from twolayer.variants import Variant
+from twolayer.variants import Variant, run_iteration
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -21,8 +21,7 @@ def train(variant: Variant, iterations: int, every: int = 50, log: Callable[[int
     if every < 1:
         raise ValueError(f"every must be a positive integer, got {every}")
 
-    def observe(iteration: int) -> float:
-        variant.forward()
+    def check_and_log(iteration: int) -> float:
         loss = variant.loss()
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss} at iteration {iteration}; lower the learning rate")
@@ -31,7 +30,7 @@ def train(variant: Variant, iterations: int, every: int = 50, log: Callable[[int
         return loss
 
     for iteration in range(iterations):
-        observe(iteration)
-        variant.backward()
-        variant.step()
-    return observe(iterations)
+        run_iteration(variant)
+        check_and_log(iteration)
+    variant.forward()
+    return check_and_log(iterations)

@@ -6,14 +6,19 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from twolayer.devices import device_absent_reason
+from twolayer.flops import PHASES
 from twolayer.problem import Init, Problem
+from twolayer.variants.cuda_graph import CudaGraph
+from twolayer.variants.jax_jit import JaxJit, jax_absent_reason
 from twolayer.variants.module_linear import ModuleLinear
 from twolayer.variants.module_params import ModuleParams
 from twolayer.variants.nn_sequential import NNSequential
 from twolayer.variants.nn_sequential_optim import NNSequentialOptim
+from twolayer.variants.numpy_fused import NumpyFused
 from twolayer.variants.numpy_manual import NumpyManual
-from twolayer.variants.protocol import Variant, train_step
+from twolayer.variants.protocol import Variant, run_iteration
 from twolayer.variants.torch_autograd import TorchAutograd
+from twolayer.variants.torch_compile import TorchCompile
 from twolayer.variants.torch_manual import TorchManual
 from twolayer.variants.torch_mseloss import TorchMSELoss
 from twolayer.variants.torch_optim import TorchOptim
@@ -34,7 +39,10 @@ class VariantInfo:
     loss_reduction: Literal["sum", "mean"]
     init: Init
     bias: bool = False
-    origin: Literal["tutorial", "beyond"] = "tutorial"
+    origin: Literal["tutorial", "beyond"] = "tutorial"  # a tutorial section, or beyond what it shows
+    phases: tuple[str, ...] = PHASES  # a variant that cannot split its iteration declares fewer
+    absent_reason: Callable[[str], str | None] | None = None  # why it cannot run on a device here
+    compiles: bool = False  # compiles per graph (seconds): left out of --quick unless named
 
 
 VARIANTS: dict[str, VariantInfo] = {
@@ -58,6 +66,17 @@ VARIANTS: dict[str, VariantInfo] = {
                     ModuleParams, TORCH_DEVICES, "float32", 1e-4, "adam", "mean", "xavier_normal"),
         VariantInfo("module_linear", "方案九", "nn.Module with Linear layers, MSELoss sum, Adam",
                     ModuleLinear, TORCH_DEVICES, "float32", 1e-4, "adam", "sum", "linear_default"),
+        VariantInfo("numpy_fused", "方案一", "numpy with preallocated buffers (out=) and in-place updates",
+                    NumpyFused, ("cpu",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond"),
+        VariantInfo("torch_compile", "方案二", "hand-written iteration under torch.compile, a graph per phase",
+                    TorchCompile, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
+                    compiles=True),
+        VariantInfo("cuda_graph", "方案二", "whole iteration captured in one CUDA graph and replayed",
+                    CudaGraph, ("cuda",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
+                    phases=("forward", "iteration")),
+        VariantInfo("jax_jit", "方案一", "jax.jit forward (vjp), pullback and update; optional extra jax",
+                    JaxJit, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
+                    absent_reason=jax_absent_reason, compiles=True),
     )
 }
 
@@ -74,7 +93,7 @@ def device_problem(name: str, device: str) -> str | None:
     info = variant_info(name)
     if device not in info.devices:
         return f"{name} runs on {', '.join(info.devices)}, not {device}"
-    return device_absent_reason(device)
+    return device_absent_reason(device) or (info.absent_reason(device) if info.absent_reason else None)
 
 
 def resolve(name: str, problem: Problem) -> Problem:
@@ -91,4 +110,4 @@ def build(name: str, problem: Problem, device: str = "cpu") -> Variant:
     return variant_info(name).factory(resolve(name, problem), device)
 
 
-__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "resolve", "train_step", "variant_info"]
+__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "resolve", "run_iteration", "variant_info"]

@@ -8,7 +8,11 @@ import numpy as np
 
 
 class Variant(Protocol):
-    """One implementation of the two-layer network, cut at the tutorial loop's natural seams."""
+    """One implementation of the two-layer network, cut at the tutorial loop's natural seams.
+
+    Optional: `iteration()`, a whole iteration fused by a compiler or a graph capture, and
+    `compile_seconds`, the one-off compilation or capture cost (seconds by graph).
+    """
 
     device: str
 
@@ -31,8 +35,14 @@ class Variant(Protocol):
         """Wait until the variant's queued device work is done."""
 
 
-def train_step(variant: Variant) -> None:
-    """One whole training iteration: the three phases in the tutorial's order."""
-    variant.forward()
-    variant.backward()
-    variant.step()
+def run_iteration(variant: Variant) -> None:
+    """One whole training iteration: the variant's own fused `iteration()` where it has one
+    (compiled and graph-captured variants), else the three phases in the tutorial's order.
+    Either way, `loss()` afterwards is the loss of this iteration's forward, before its update."""
+    fused = getattr(variant, "iteration", None)
+    if fused is not None:
+        fused()
+    else:
+        variant.forward()
+        variant.backward()
+        variant.step()
