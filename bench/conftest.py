@@ -6,6 +6,9 @@ or `pytest bench --benchmark-enable`, times them.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from twolayer import SUITE_VERSION
@@ -33,6 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tl-budget-s", type=float, default=None, help="seconds of timing per benchmark")
     group.addoption("--tl-quick", action="store_true", help="a short run: few rounds per benchmark")
     group.addoption("--tl-run-id", default=None, help="recorded in the JSON; set by `twolayer run`")
+    group.addoption("--tl-peak-file", default=None, help="matmul peaks to record with the run; set by `twolayer run`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -79,6 +83,8 @@ def budget(request: pytest.FixtureRequest) -> Budget:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     machine_info.update(machine_facts())
+    if config.option.tl_peak_file:
+        machine_info["peak"] = json.loads(Path(config.option.tl_peak_file).read_text(encoding="utf-8"))
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:

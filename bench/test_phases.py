@@ -1,6 +1,5 @@
 """Every variant, device, phase, dtype and size of the selection, timed per call."""
 
-import torch
 from harness import check_finite, record, time_call
 
 from twolayer.phases import phase_call

@@ -60,12 +60,15 @@ def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path
     code, out, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants",
                              "numpy_manual,torch_autograd", "--phases", "forward,backward", "--threads", "1")
     assert code == 0, err
-    runs = [p for p in tmp_path.iterdir()]
+    runs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(runs) == 1 and not runs[0].name.startswith(".")
+    assert (tmp_path / f"peak-{result_host(runs[0])}.json").is_file()  # the peak cache sits beside the runs
     result_path = runs[0] / RESULT_FILE
     assert f"results: {result_path}" in out
     result = json.loads(result_path.read_text())
     assert result["twolayer"]["run_id"] == runs[0].name
+    peak = result["machine_info"]["peak"]["cpu/float32"]
+    assert peak["square_gflops"] > 0 and peak["torch_threads"] == 1
     for key in ("torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model"):
         assert key in result["machine_info"]
     phases = {(b["extra_info"]["variant"], b["extra_info"]["phase"]) for b in result["benchmarks"]}
@@ -84,6 +87,10 @@ def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path
     assert "test_phase[cpu-forward-float32-64x1000x100x10-numpy_manual]" in compare.stdout
 
 
+def result_host(run_dir):
+    return json.loads((run_dir / RESULT_FILE).read_text())["machine_info"]["twolayer_host"]
+
+
 def test_a_failed_suite_leaves_no_results(capsys, tmp_path, monkeypatch):
     class Failed:
         returncode = 1
@@ -92,7 +99,7 @@ def test_a_failed_suite_leaves_no_results(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "torch_manual")
     assert code == 1
     assert "no results were written" in err and len(err.strip().splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
 
 
 def test_run_ids_never_collide(tmp_path):

@@ -17,6 +17,10 @@ TUTORIAL_DTYPE = "tutorial"  # each variant in its own tutorial dtype (numpy flo
 # float32 by default so every row does the same arithmetic, numpy_manual included.
 DEFAULT_DTYPES = ("float32",)
 DEFAULT_SIZES = (Problem().size_label,)
+# `--sweep`: from the tutorial's size, where overhead dominates, to one where the matmuls do
+# (N=4096, H=1000 runs at 70-80% of the matmul peak); about three minutes on two cores.
+SWEEP_SIZES = ("64x1000x100x10", "256x1000x400x10", "1024x1000x1000x10", "4096x1000x1000x10")
+SWEEP_PHASES = ("iteration",)
 
 
 @dataclass(frozen=True)

@@ -39,3 +39,40 @@ def phase_charts(compared: pd.DataFrame) -> dict[str, bytes]:
         plt.close(figure)
         charts[f"{phase}.png"] = buffer.getvalue()
     return charts
+
+
+def scaling_chart(compared: pd.DataFrame) -> dict[str, bytes]:
+    """Time and GFLOP/s of the iteration against problem size, one line per variant (and device);
+    empty when only one size was measured, or without matplotlib."""
+    rows = compared[compared["phase"] == "iteration"].copy()
+    if rows["size"].nunique() < 2:
+        return {}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    rows["mflop"] = rows["gflops"] * rows["median_s"] * 1e3
+    figure, (time_axes, rate_axes) = plt.subplots(1, 2, figsize=(12, 5))
+    for (variant, device, dtype), line in rows.sort_values("mflop").groupby(["variant", "device", "dtype"]):
+        label = f"{variant} ({device}, {dtype})"
+        time_axes.plot(line["mflop"], line["median_s"] * 1e6, marker="o", label=label)
+        rate_axes.plot(line["mflop"], line["gflops"], marker="o", label=label)
+    for (device, dtype), peak in rows.groupby(["device", "dtype"])["peak_gflops"].first().dropna().items():
+        rate_axes.axhline(peak, linestyle="--", color="grey")
+        rate_axes.annotate(f"measured peak, {device} {dtype}", (rows["mflop"].min(), peak), fontsize="small",
+                           va="bottom")
+    time_axes.set(xscale="log", yscale="log", xlabel="MFLOP per iteration", ylabel="median time per iteration (us)",
+                  title="iteration time against problem size")
+    rate_axes.set(xscale="log", yscale="log", xlabel="MFLOP per iteration", ylabel="GFLOP/s",
+                  title="throughput against problem size")
+    for axes in (time_axes, rate_axes):
+        axes.grid(alpha=0.3, which="both")
+    rate_axes.legend(fontsize="x-small", loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(figure)
+    return {"scaling.png": buffer.getvalue()}

@@ -9,11 +9,13 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.compare import compare_tables
-from twolayer.devices import KNOWN_DEVICES
+from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads, torch_threads
 from twolayer.files import write_atomically
 from twolayer.flops import PHASES
+from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
 from twolayer.report import DEFAULT_BASELINE, build_report, write_report
 from twolayer.results import load_runs
@@ -95,9 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    options = RunOptions(variants=args.variants, devices=args.devices, phases=args.phases, dtypes=args.dtypes,
-                         sizes=args.sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
-                         out=Path(args.out))
+    sizes, phases = args.sizes, args.phases
+    if args.sweep:
+        sizes, phases = sizes or ",".join(SWEEP_SIZES), phases or ",".join(SWEEP_PHASES)
+    options = RunOptions(variants=args.variants, devices=args.devices, phases=phases, dtypes=args.dtypes,
+                         sizes=sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
+                         out=Path(args.out), peak=not args.no_peak)
     try:
         run_dir = run_suite(options)
     except RunFailed as error:
@@ -136,6 +141,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"compare: {out / 'compare.csv'}; {slower} slower beyond {args.threshold:g}% "
           f"(95% bootstrap interval of the median ratio)")
     return 1 if slower else 0
+
+
+def cmd_peak(args: argparse.Namespace) -> int:
+    devices = split_list(args.devices) or tuple(available_devices())
+    dtypes = split_list(args.dtypes)
+    for device in devices:
+        reason = device_absent_reason(device)
+        if reason is not None:
+            raise UsageError(reason)
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if args.threads is not None:
+        set_threads(args.threads)
+    peaks = cached_peaks(Path(args.out), list(devices), list(dtypes), refresh=True)
+    print(f"{'device':<8} {'dtype':<8} {'square GFLOP/s':>15} {'problem GFLOP/s':>16}  by library (square)")
+    for peak in peaks.values():
+        libraries = ", ".join(f"{name} {gflops:.0f}" for name, gflops in peak.square_gflops_by_library.items())
+        print(f"{peak.device:<8} {peak.dtype:<8} {peak.square_gflops:>15.1f} {peak.problem_gflops:>16.1f}  "
+              f"{libraries}; {peak.device_name}, square {peak.square_n}, {peak.torch_threads} threads")
+    print(f"peak: {cache_path(Path(args.out))}")
+    return 0
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
@@ -182,9 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
     running.add_argument("--threads", type=positive_int, help="torch and BLAS threads (default: torch's; recorded either way)")
     running.add_argument("--budget-s", type=positive_float, help="seconds of timing per benchmark (default: 1)")
+    running.add_argument("--sweep", action="store_true",
+                         help=f"the size sweep: --sizes {','.join(SWEEP_SIZES)} and --phases iteration, unless given")
     running.add_argument("--quick", action="store_true", help="a short run, seconds in all (for CI smoke tests)")
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
     running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
+    running.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak in the reports)")
     running.set_defaults(handler=cmd_run)
 
     reporting = commands.add_parser("report", help="write CSV comparison reports and report.md from runs")
@@ -201,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="percent slowdown tolerated (default: 10)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
     comparing.set_defaults(handler=cmd_compare)
+
+    peaking = commands.add_parser("peak", help="measure the matmul peak (GFLOP/s) of each device and dtype")
+    peaking.add_argument("--devices", help="comma-separated (default: every one present)")
+    peaking.add_argument("--dtypes", default="float32,float64", help="comma-separated (default: float32,float64)")
+    peaking.add_argument("--threads", type=positive_int)
+    peaking.add_argument("--out", default="results", help="where the per-machine cache goes (default: results)")
+    peaking.set_defaults(handler=cmd_peak)
 
     fidelity = commands.add_parser(
         "fidelity", help="check the suite's cpu iteration medians against torch.utils.benchmark.Timer")

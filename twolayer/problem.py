@@ -61,6 +61,21 @@ class Problem:
         )
 
 
+TUTORIAL_WORK = 64 * 1000 * 100  # N * D_in * H of the tutorial, where its SGD rate of 1e-6 was tuned
+
+
+def sgd_rate_scale(problem: Problem) -> float:
+    """How to scale the tutorial's SGD rate for another size so that training stays finite.
+
+    The loss is a sum over the batch and its curvature grows about as N * D_in * H, so the rate
+    shrinks in proportion; beyond the tutorial's size it is halved again, because the curvature
+    grows a little faster than that and the tutorial's rate already sits near the stable limit
+    (at 4096x1000x1000x10 the proportional rate makes the loss climb before it falls).
+    """
+    ratio = TUTORIAL_WORK / (problem.n * problem.d_in * problem.hidden)
+    return ratio if ratio >= 1 else ratio / 2
+
+
 def parse_size(text: str) -> tuple[int, int, int, int]:
     """Parse `N x D_in x H x D_out`, e.g. `64x1000x100x10`."""
     parts = text.lower().split("x")

@@ -10,6 +10,7 @@ report.md       these tables, the harness overhead per device, and a bar chart p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pandas as pd
 
 from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
+from twolayer.problem import Problem
 from twolayer.results import COLUMNS, ResultsError
 
 DEFAULT_BASELINE = "numpy_manual"
+TUTORIAL_SIZE = Problem().size_label
 GROUP = ["run_id", "machine", "device", "device_name", "phase", "dtype", "size"]
 CASE = ["phase", "dtype", "size", "variant"]
 
@@ -42,10 +45,11 @@ def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.Data
     out["speedup_vs_baseline"] = out["baseline_median_s"] / out["median_s"]
     out["rank"] = out.groupby(GROUP)["median_s"].rank(method="min").astype(int)
     phase_order = {phase: i for i, phase in enumerate(PHASES)}
+    order_keys = {"phase": phase_order.get, "size": size_work}
     out = out.sort_values(["run_id", "machine", "device", "dtype", "size", "phase", "rank"],
-                          key=lambda col: col.map(phase_order) if col.name == "phase" else col)
-    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "gflops", "baseline",
-               "speedup_vs_baseline", "rounds"]
+                          key=lambda col: col.map(order_keys[col.name]) if col.name in order_keys else col)
+    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "gflops", "peak_gflops", "pct_of_peak",
+               "floor_s", "baseline", "speedup_vs_baseline", "rounds"]
     return out[columns].reset_index(drop=True)
 
 
@@ -120,6 +124,30 @@ def comparison_markdown(compared: pd.DataFrame) -> str:
     return "\n\n".join(sections)
 
 
+def size_work(size: str) -> int:
+    """N * D_in * H * D_out of an `NxD_INxHxD_OUT` label: orders sizes by how much work they are."""
+    return math.prod(int(part) for part in size.split("x"))
+
+
+def headline_size(compared: pd.DataFrame) -> str:
+    """The tutorial's size when it was measured, else the smallest: the one the bar charts show."""
+    sizes = set(compared["size"])
+    return TUTORIAL_SIZE if TUTORIAL_SIZE in sizes else min(sizes, key=size_work)
+
+
+def peak_distance(compared: pd.DataFrame) -> pd.DataFrame:
+    """At the largest size measured, per device and dtype: how close each variant's iteration
+    comes to the measured matmul peak."""
+    rows = compared[(compared["phase"] == "iteration") & compared["pct_of_peak"].notna()].copy()
+    if rows.empty:
+        return rows
+    rows["work"] = rows["size"].map(size_work)
+    largest = rows.groupby(["run_id", "device", "dtype"])["work"].transform("max")
+    rows = rows[rows["work"] == largest].sort_values(["run_id", "device", "dtype", "pct_of_peak"],
+                                                     ascending=[True, True, True, False])
+    return rows[["run_id", "device", "dtype", "size", "variant", "median_s", "floor_s", "gflops", "pct_of_peak"]]
+
+
 @dataclass
 class Report:
     summary: pd.DataFrame
@@ -141,6 +169,19 @@ class Report:
             "## Variants per phase",
             comparison_markdown(self.comparison),
         ]
+        distance = peak_distance(self.comparison)
+        if not distance.empty:
+            view = distance.assign(median_us=distance["median_s"] * 1e6, floor_us=distance["floor_s"] * 1e6)
+            best = distance.drop_duplicates(["run_id", "device", "dtype"])
+            summary = "; ".join(f"on {r.device} {r.dtype} at {r.size}, {r.variant} reaches {r.pct_of_peak:.0f}%"
+                                for r in best.itertuples())
+            parts += ["## Distance from the measured peak",
+                      "Each variant's iteration at the largest size measured, against the device's matmul peak "
+                      f"(`twolayer peak`); `floor` is the time the iteration's FLOPs take at that peak. Best: {summary}.",
+                      markdown_table(view[["device", "dtype", "size", "variant", "median_us", "floor_us", "gflops",
+                                           "pct_of_peak"]],
+                                     {"median_us": "{:.1f}", "floor_us": "{:.1f}", "gflops": "{:.1f}",
+                                      "pct_of_peak": "{:.1f}"})]
         if not self.devices.empty:
             view = self.devices.assign(cpu_us=self.devices["cpu_median_s"] * 1e6,
                                        accel_us=self.devices["accel_median_s"] * 1e6)
@@ -174,9 +215,10 @@ def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: 
     report = Report(summary=table, comparison=compared, devices=devices(table), overhead=overhead(table),
                     baseline=baseline)
     if charts:
-        from twolayer.charts import phase_charts
+        from twolayer.charts import phase_charts, scaling_chart
 
-        report.charts = phase_charts(compared)
+        report.charts = {**phase_charts(compared[compared["size"] == headline_size(compared)]),
+                         **scaling_chart(compared)}
     return report
 
 

@@ -23,7 +23,7 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
     "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "torch_threads", "numpy_threads", "torch_version",
+    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s", "torch_threads", "numpy_threads", "torch_version",
     "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
     "suite_version", "benchmark",
 )
@@ -60,6 +60,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
     commit = run.get("commit_info") or {}
     meta = run.get("twolayer") or {}
     run_id = meta.get("run_id") or path.parent.name or path.stem
+    peaks = machine.get("peak") or {}
     rows = []
     for bench in run["benchmarks"]:
         extra, stats = bench["extra_info"], bench["stats"]
@@ -89,6 +90,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "iqr_fraction": float(stats["iqr"]) / median if median > 0 else np.nan,
             "compile_s": extra.get("compile_s"),  # one-off, untimed: compilation or graph capture
             "flops": int(extra["flops"]),
+            "peak_gflops": (peaks.get(f"{extra['device']}/{extra['dtype']}") or {}).get("square_gflops", np.nan),
             "torch_threads": extra["torch_threads"],
             "numpy_threads": extra["numpy_threads"],
             "torch_version": machine.get("torch_version"),
@@ -116,6 +118,8 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["noisy"] = table["iqr_fraction"] > NOISY_IQR_FRACTION
     table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
+    table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
+    table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
     duplicated = table.duplicated(list(KEY))
     if duplicated.any():
         first = table[duplicated].iloc[0]

@@ -7,7 +7,7 @@ from typing import Callable, Literal
 
 from twolayer.devices import device_absent_reason
 from twolayer.flops import PHASES
-from twolayer.problem import Init, Problem
+from twolayer.problem import Init, Problem, sgd_rate_scale
 from twolayer.variants.cuda_graph import CudaGraph
 from twolayer.variants.jax_jit import JaxJit, jax_absent_reason
 from twolayer.variants.module_linear import ModuleLinear
@@ -97,9 +97,12 @@ def device_problem(name: str, device: str) -> str | None:
 
 
 def resolve(name: str, problem: Problem) -> Problem:
-    """`problem` with the variant's tutorial dtype and learning rate where it leaves them unset."""
+    """`problem` with the variant's tutorial dtype and learning rate where it leaves them unset.
+
+    SGD's rate is scaled with the problem's size (Adam's steps do not grow with the gradient)."""
     info = variant_info(name)
-    return problem.with_defaults(info.default_dtype, info.learning_rate)
+    scale = sgd_rate_scale(problem) if info.optimizer == "sgd" else 1.0
+    return problem.with_defaults(info.default_dtype, info.learning_rate * scale)
 
 
 def build(name: str, problem: Problem, device: str = "cpu") -> Variant:

@@ -53,6 +53,7 @@ class CudaGraph:
         self.w2.copy_(initial_w2)
         torch.cuda.synchronize()
         self._loss = None
+        self._iterated = False
 
     def forward(self) -> None:
         self.forward_graph.replay()
@@ -67,12 +68,17 @@ class CudaGraph:
     def iteration(self) -> None:
         self.iteration_graph.replay()
         self._loss = self.iteration_out[0]
+        self._iterated = True
 
     def loss(self) -> float:
+        if self._loss is None:
+            raise RuntimeError("cuda_graph has no loss before its first forward() or iteration()")
         return self._loss.item()
 
     def gradients(self) -> dict[str, np.ndarray]:
         """The gradients the last replayed iteration applied."""
+        if not self._iterated:  # captured outputs hold uninitialised memory until a replay fills them
+            raise RuntimeError("cuda_graph has no gradients before its first iteration()")
         _, grad_w1, grad_w2 = self.iteration_out
         return {"w1": to_numpy64(grad_w1), "w2": to_numpy64(grad_w2)}
 

@@ -19,6 +19,14 @@ from twolayer.problem import Problem, make_data, make_weights
 from twolayer.variants import functional
 from twolayer.variants.tensors import to_numpy64, to_tensor
 
+# Compiled graphs are cached on the functions' code, shared by every instance; each new shape,
+# dtype or device adds an entry (dynamic=False), and fullgraph=True turns the default limit of 8
+# into a hard failure, which a size sweep or a test run across devices would reach.
+RECOMPILE_LIMIT = 64
+for _name in ("recompile_limit", "cache_size_limit"):  # renamed across torch releases
+    if hasattr(torch._dynamo.config, _name):
+        setattr(torch._dynamo.config, _name, max(getattr(torch._dynamo.config, _name), RECOMPILE_LIMIT))
+
 
 class CompiledOnFirstCall:
     """A `torch.compile`d function that records how long its first (compiling) call took."""

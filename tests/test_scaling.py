@@ -1,0 +1,145 @@
+"""Size sweeps, the learning-rate scaling that keeps them finite, the measured peak, and % of peak."""
+
+import json
+
+import pandas as pd
+import pytest
+from synthetic_runs import bench, constant, write_run
+
+from twolayer import cli
+from twolayer import peak as peak_module
+from twolayer.cases import SWEEP_SIZES
+from twolayer.cli import main
+from twolayer.peak import Peak, cached_peaks
+from twolayer.problem import Problem, parse_size, sgd_rate_scale
+from twolayer.report import build_report
+from twolayer.results import load_runs
+from twolayer.run import RunFailed
+from twolayer.train import train
+from twolayer.variants import VARIANTS, build, resolve
+
+
+def test_sgd_rate_scales_with_the_problem_and_adam_does_not():
+    assert sgd_rate_scale(Problem()) == 1.0
+    assert sgd_rate_scale(Problem(n=32)) == 2.0
+    assert sgd_rate_scale(Problem(n=4096, hidden=1000)) == pytest.approx(64 * 100 / (4096 * 1000) / 2)
+    big = Problem(n=1024, hidden=1000)
+    assert resolve("torch_manual", big).learning_rate == pytest.approx(1e-6 * sgd_rate_scale(big))
+    assert resolve("module_linear", big).learning_rate == 1e-4
+    assert resolve("torch_manual", Problem(learning_rate=0.5)).learning_rate == 0.5  # an explicit rate wins
+
+
+@pytest.mark.parametrize("name", [n for n, info in VARIANTS.items() if "cpu" in info.devices])
+def test_every_cpu_variant_trains_finite_and_falls_at_a_sweep_size(name):
+    n, d_in, hidden, d_out = parse_size(SWEEP_SIZES[1])
+    variant = build(name, Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out, seed=1))
+    logged = {}
+    final = train(variant, 30, every=10, log=logged.__setitem__)  # raises on a non-finite loss
+    assert final < logged[0]
+
+
+def test_the_largest_sweep_size_trains_finite_and_falls():
+    n, d_in, hidden, d_out = parse_size(SWEEP_SIZES[-1])
+    logged = {}
+    train(build("torch_manual", Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out)), 6, every=1,
+          log=logged.__setitem__)
+    losses = list(logged.values())
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+
+
+def fake_peak(device, dtype, **changes):
+    fields = dict(device=device, device_name="Test", dtype=dtype, square_n=64, square_gflops=100.0,
+                  problem_gflops=50.0, square_gflops_by_library={"torch": 100.0}, torch_threads=2,
+                  numpy_threads=2, torch_version="0", numpy_version="0", jax_version=None)
+    return Peak(**{**fields, **changes})
+
+
+def test_peak_cache_is_reused_until_the_setup_changes(tmp_path, monkeypatch):
+    measured = []
+
+    def measure(device, dtype):
+        measured.append((device, dtype))
+        return fake_peak(device, dtype, torch_version=peak_module.torch.__version__,
+                         numpy_version=peak_module.np.__version__, jax_version=peak_module.jax_version(),
+                         torch_threads=peak_module.torch.get_num_threads(), numpy_threads=peak_module.numpy_threads())
+
+    monkeypatch.setattr(peak_module, "measure_peak", measure)
+    first = cached_peaks(tmp_path, ["cpu"], ["float32"])
+    assert measured == [("cpu", "float32")] and first["cpu/float32"].square_gflops == 100.0
+    cached_peaks(tmp_path, ["cpu"], ["float32", "float64"])
+    assert measured == [("cpu", "float32"), ("cpu", "float64")]  # only the missing dtype
+    cached_peaks(tmp_path, ["cpu"], ["float32"], refresh=True)
+    assert len(measured) == 3
+    stored = json.loads(next(tmp_path.glob("peak-*.json")).read_text())
+    stored["cpu/float32"]["torch_version"] = "0.0-other"
+    next(tmp_path.glob("peak-*.json")).write_text(json.dumps(stored))
+    cached_peaks(tmp_path, ["cpu"], ["float32"])
+    assert len(measured) == 4  # another torch: measured again
+
+
+def test_measured_peak_is_positive_and_names_its_libraries():
+    peak = peak_module.measure_peak("cpu", "float32", Problem(n=8, d_in=16, hidden=8), min_seconds=0.01)
+    assert peak.square_gflops == max(peak.square_gflops_by_library.values()) > 0
+    assert {"torch", "numpy"} <= set(peak.square_gflops_by_library)
+
+
+def runs_with_peak(tmp_path):
+    small, large = "64x1000x100x10", "4096x1000x1000x10"
+    path = write_run(tmp_path / "sweep.json", [
+        bench("numpy_manual", "iteration", constant(200e-6), size=small, flops=26_000_000),
+        bench("torch_manual", "iteration", constant(100e-6), size=small, flops=26_000_000),
+        bench("numpy_manual", "iteration", constant(0.2), size=large, flops=24_000_000_000),
+        bench("torch_manual", "iteration", constant(0.15), size=large, flops=24_000_000_000),
+    ])
+    run = json.loads(path.read_text())
+    run["machine_info"]["peak"] = {"cpu/float32": {"square_gflops": 200.0}}
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_percent_of_peak_and_floor(tmp_path):
+    table = load_runs([runs_with_peak(tmp_path)])
+    row = table[(table["variant"] == "torch_manual") & (table["size"] == "4096x1000x1000x10")].iloc[0]
+    assert row["gflops"] == pytest.approx(160.0)
+    assert row["peak_gflops"] == 200.0
+    assert row["pct_of_peak"] == pytest.approx(80.0)
+    assert row["floor_s"] == pytest.approx(0.12)
+
+
+def test_report_shows_distance_from_peak_and_a_scaling_chart(tmp_path):
+    report = build_report(load_runs([runs_with_peak(tmp_path)]))
+    text = report.markdown()
+    assert "## Distance from the measured peak" in text
+    assert "torch_manual reaches 80%" in text
+    assert "scaling.png" in report.charts and "iteration.png" in report.charts
+    comparison = report.comparison
+    assert list(comparison["size"].unique()) == ["64x1000x100x10", "4096x1000x1000x10"]  # by work, not text
+    assert {"gflops", "pct_of_peak", "floor_s"} <= set(comparison.columns)
+
+
+def test_runs_without_a_peak_leave_the_columns_empty(tmp_path):
+    path = write_run(tmp_path / "run.json", [bench("torch_manual", "forward", constant(1e-4))])
+    row = load_runs([path]).iloc[0]
+    assert pd.isna(row["peak_gflops"]) and pd.isna(row["pct_of_peak"]) and pd.isna(row["floor_s"])
+
+
+def test_sweep_option_selects_the_grid_and_the_iteration(monkeypatch, capsys, tmp_path):
+    seen = {}
+
+    def fake_run(options):
+        seen["options"] = options
+        raise RunFailed("stopped before running anything")
+
+    monkeypatch.setattr(cli, "run_suite", fake_run)
+    assert main(["run", "--sweep", "--out", str(tmp_path)]) == 1
+    assert seen["options"].sizes == ",".join(SWEEP_SIZES) and seen["options"].phases == "iteration"
+    main(["run", "--sweep", "--phases", "forward", "--sizes", "8x8x8x8", "--out", str(tmp_path)])
+    assert seen["options"].sizes == "8x8x8x8" and seen["options"].phases == "forward"
+    capsys.readouterr()
+
+
+def test_peak_command_refuses_an_absent_device(capsys):
+    if peak_module.torch.cuda.is_available():
+        pytest.skip("cuda is present here")
+    assert main(["peak", "--devices", "cuda"]) == 2
+    assert "cuda is not available" in capsys.readouterr().err

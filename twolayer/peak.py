@@ -1,0 +1,138 @@
+"""`twolayer peak`: what the device's matrix multiply can do, the ceiling every variant is read against.
+
+Throughput is measured with torch.mm, with numpy's BLAS on the cpu, and with XLA where jax is
+installed; the best of them is the peak. It is taken at a large square size and at the
+problem's own matmul shapes. Results are cached per
+machine, device, dtype and library versions, so a run re-measures only when something changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from twolayer.devices import device_name, synchronize, torch_dtype
+from twolayer.environment import host_name, numpy_threads
+from twolayer.files import write_atomically
+from twolayer.problem import Problem
+
+SQUARE = {"cpu": 2048, "cuda": 8192, "mps": 4096}  # large enough to reach the BLAS's steady state
+MIN_SECONDS = 0.3  # per shape: enough repetitions for a stable best-of
+
+
+@dataclass(frozen=True)
+class Peak:
+    device: str
+    device_name: str
+    dtype: str
+    square_n: int
+    square_gflops: float  # the peak: the best library at the square size
+    problem_gflops: float  # the best library at the problem's own largest matmul shape (x @ W1)
+    square_gflops_by_library: dict[str, float]  # torch, numpy (cpu), jax (if installed): BLASes differ
+    torch_threads: int
+    numpy_threads: int | None
+    torch_version: str
+    numpy_version: str
+    jax_version: str | None  # jax, where installed, joins the libraries measured
+
+    @property
+    def key(self) -> str:
+        return f"{self.device}/{self.dtype}"
+
+
+def _best_seconds(run, sync, min_seconds: float) -> float:
+    run()
+    sync()  # the first call pays for allocation and kernel selection
+    best, spent = float("inf"), 0.0
+    while spent < min_seconds:
+        start = time.perf_counter()
+        run()
+        sync()
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return best
+
+
+def matmul_gflops(device: str, dtype: str, m: int, k: int, n: int, min_seconds: float = MIN_SECONDS) -> dict[str, float]:
+    """Best-of GFLOP/s of an (m, k) @ (k, n) product by library: torch, numpy (cpu), jax (if installed)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=generator).to(device=device, dtype=torch_dtype(dtype))
+    b = torch.randn(k, n, generator=generator).to(device=device, dtype=torch_dtype(dtype))
+    out = torch.empty(m, n, device=device, dtype=torch_dtype(dtype))
+    seconds = {"torch": _best_seconds(lambda: torch.mm(a, b, out=out), lambda: synchronize(device), min_seconds)}
+    if device == "cpu":
+        a_np, b_np, out_np = a.numpy(), b.numpy(), out.numpy().copy()
+        seconds["numpy"] = _best_seconds(lambda: np.dot(a_np, b_np, out=out_np), lambda: None, min_seconds)
+    jax_seconds = _jax_matmul_seconds(device, a.cpu().numpy(), b.cpu().numpy(), min_seconds)
+    if jax_seconds is not None:
+        seconds["jax"] = jax_seconds
+    return {library: 2 * m * k * n / s / 1e9 for library, s in seconds.items()}
+
+
+def _jax_matmul_seconds(device: str, a: np.ndarray, b: np.ndarray, min_seconds: float) -> float | None:
+    """XLA's matmul where jax is installed: on some cpus it beats both torch's and numpy's BLAS."""
+    from twolayer.variants.jax_jit import jax, jax_absent_reason, jax_device
+
+    if jax is None or jax_absent_reason(device) is not None:
+        return None
+    target = jax_device(device)
+    a_jax, b_jax = jax.device_put(a, target), jax.device_put(b, target)
+    matmul = jax.jit(lambda x, y: x @ y)
+    result = []
+    return _best_seconds(lambda: result.append(matmul(a_jax, b_jax)),
+                         lambda: jax.block_until_ready(result.pop()), min_seconds)
+
+
+def measure_peak(device: str, dtype: str, problem: Problem = Problem(), min_seconds: float = MIN_SECONDS) -> Peak:
+    square = SQUARE.get(device, 2048)
+    by_library = matmul_gflops(device, dtype, square, square, square, min_seconds)
+    return Peak(
+        device=device,
+        device_name=device_name(device),
+        dtype=dtype,
+        square_n=square,
+        square_gflops=max(by_library.values()),
+        problem_gflops=max(matmul_gflops(device, dtype, problem.n, problem.d_in, problem.hidden, min_seconds).values()),
+        square_gflops_by_library=by_library,
+        torch_threads=torch.get_num_threads(),
+        numpy_threads=numpy_threads(),
+        torch_version=torch.__version__,
+        numpy_version=np.__version__,
+        jax_version=jax_version(),
+    )
+
+
+def jax_version() -> str | None:
+    from twolayer.variants.jax_jit import jax
+
+    return None if jax is None else jax.__version__
+
+
+def cache_path(cache_dir: Path) -> Path:
+    return cache_dir / f"peak-{host_name()}.json"
+
+
+def cached_peaks(cache_dir: Path, devices: list[str], dtypes: list[str], refresh: bool = False) -> dict[str, Peak]:
+    """Peaks by `device/dtype`, measured only where the cache lacks a match for this setup."""
+    path = cache_path(cache_dir)
+    try:
+        stored = {k: Peak(**v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError):
+        stored = {}  # no cache, or one from another version: measure afresh
+    peaks = {}
+    for device in devices:
+        for dtype in dtypes:
+            old = stored.get(f"{device}/{dtype}")
+            current = (torch.get_num_threads(), numpy_threads(), torch.__version__, np.__version__, jax_version())
+            if refresh or old is None or (old.torch_threads, old.numpy_threads, old.torch_version,
+                                          old.numpy_version, old.jax_version) != current:
+                old = measure_peak(device, dtype)
+            peaks[old.key] = old
+    stored.update(peaks)
+    write_atomically(path, json.dumps({k: asdict(v) for k, v in sorted(stored.items())}, indent=1) + "\n")
+    return peaks
