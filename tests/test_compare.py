@@ -78,3 +78,20 @@ def test_the_interval_is_repeatable_and_brackets_the_ratio():
     assert first == second
     assert first.low < first.ratio < first.high
     assert verdict(first, 0.10) == "slower"
+
+
+def test_runs_on_one_side_are_pooled(capsys, tmp_path):
+    """Alternated runs (base, new, base, new): each side's raw timings are pooled before comparing."""
+    base_runs = [write_run(tmp_path / f"base{i}.json", [bench("torch_manual", "forward", noise(1e-4, seed=i))],
+                           run_id=f"base{i}") for i in (1, 2)]
+    new_runs = [write_run(tmp_path / f"new{i}.json", [bench("torch_manual", "forward", noise(2e-4, seed=10 + i))],
+                          run_id=f"new{i}") for i in (1, 2)]
+    code = main(["compare", ",".join(map(str, base_runs)), ",".join(map(str, new_runs)), "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "compare.csv")
+    assert code == 1
+    row = table.iloc[0]
+    assert row["base_run_id"] == "base1+base2" and row["new_run_id"] == "new1+new2"
+    pooled = np.concatenate([noise(1e-4, seed=1), noise(1e-4, seed=2)])
+    assert row["base_median_s"] == pytest.approx(np.median(pooled))
+    assert row["verdict"] == "slower"
+    capsys.readouterr()

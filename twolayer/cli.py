@@ -130,9 +130,11 @@ def make_report(paths: list[Path], out: Path, baseline: str = DEFAULT_BASELINE) 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    base, new = Path(args.base), Path(args.new)
-    table = compare_tables(load_runs([base]), load_runs([new]), args.threshold / 100)
-    out = Path(args.out) if args.out else new.parent
+    base, new = [Path(p) for p in split_list(args.base)], [Path(p) for p in split_list(args.new)]
+    if not base or not new:
+        raise UsageError("give at least one run on each side")
+    table = compare_tables(load_runs(base), load_runs(new), args.threshold / 100)
+    out = Path(args.out) if args.out else new[0].parent
     write_atomically(out / "compare.csv", table.to_csv(index=False))
     view = table.assign(base_us=table["base_median_s"] * 1e6, new_us=table["new_median_s"] * 1e6)
     columns = ["verdict", "device", "variant", "phase", "dtype", "base_us", "new_us", "ratio", "ratio_low", "ratio_high"]
@@ -225,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     reporting.set_defaults(handler=cmd_report)
 
     comparing = commands.add_parser("compare", help="compare two runs; exit 1 when one is significantly slower")
-    comparing.add_argument("base", metavar="BASE.json")
-    comparing.add_argument("new", metavar="NEW.json")
+    comparing.add_argument("base", metavar="BASE.json", help="a run, or comma-separated runs to pool")
+    comparing.add_argument("new", metavar="NEW.json", help="a run, or comma-separated runs to pool")
     comparing.add_argument("--threshold", type=positive_float, default=10.0,
                            help="percent slowdown tolerated (default: 10)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")

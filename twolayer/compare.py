@@ -1,6 +1,6 @@
 """`twolayer compare`: is a new run slower than a base run, beyond noise and a threshold?
 
-For each benchmark in both runs, the ratio of medians (new / base) gets a 95% bootstrap interval
+For each benchmark on both sides, the ratio of medians (new / base) gets a 95% bootstrap interval
 from the raw timings. A benchmark is `slower` only when the whole interval lies above
 1 + threshold, `faster` only when it lies below 1 / (1 + threshold), else `unchanged`: a shared
 machine's noise widens the interval instead of reading as a regression.
@@ -47,12 +47,24 @@ def verdict(interval: RatioInterval, threshold: float) -> str:
     return "unchanged"
 
 
+def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per benchmark, its raw timings pooled across the runs given for one side.
+
+    Runs alternated with the other side's (base, new, base, new) then share the machine's drift."""
+    rows = []
+    for key, group in table.groupby(MATCH, dropna=False, sort=False):
+        raw = tuple(t for timings in group["raw_s"] for t in timings)
+        rows.append({**dict(zip(MATCH, key)), "raw_s": raw, "benchmark": group["benchmark"].iloc[0],
+                     "median_s": float(np.median(raw)) if raw else group["median_s"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
 def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """One row per benchmark in either run; those in only one are listed with that verdict."""
-    for name, table in (("base", base), ("new", new)):
-        if table["run_id"].nunique() != 1:
-            raise ResultsError(f"the {name} file holds more than one run")
-    merged = base.merge(new, on=MATCH, how="outer", suffixes=("_base", "_new"), indicator=True)
+    """One row per benchmark in either side; those in only one are listed with that verdict.
+
+    Each side may hold several runs of the same code: their raw timings are pooled."""
+    base_ids, new_ids = "+".join(base["run_id"].unique()), "+".join(new["run_id"].unique())
+    merged = pool_runs(base).merge(pool_runs(new), on=MATCH, how="outer", suffixes=("_base", "_new"), indicator=True)
     rows = []
     for _, row in merged.iterrows():
         record = {c: row[c] for c in MATCH}
@@ -69,8 +81,8 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
                        "verdict": verdict(interval, threshold)}
         rows.append(record)
     out = pd.DataFrame(rows)
-    out.insert(0, "new_run_id", new["run_id"].iloc[0])
-    out.insert(0, "base_run_id", base["run_id"].iloc[0])
+    out.insert(0, "new_run_id", new_ids)
+    out.insert(0, "base_run_id", base_ids)
     out["threshold"] = threshold
     order = {v: i for i, v in enumerate(VERDICTS)}
     out["_order"] = out["verdict"].map(order)
