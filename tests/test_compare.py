@@ -73,7 +73,7 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
 
 
 def test_the_interval_is_repeatable_and_brackets_the_ratio():
-    base, new = noise(1e-4), noise(1.5e-4, seed=3)
+    base, new = [noise(1e-4)], [noise(1.5e-4, seed=3)]
     first, second = median_ratio_interval(base, new), median_ratio_interval(base, new)
     assert first == second
     assert first.low < first.ratio < first.high
@@ -95,3 +95,13 @@ def test_runs_on_one_side_are_pooled(capsys, tmp_path):
     assert row["base_median_s"] == pytest.approx(np.median(pooled))
     assert row["verdict"] == "slower"
     capsys.readouterr()
+
+
+def test_drift_between_alternated_runs_widens_the_interval():
+    """Two base runs 30% apart (machine drift) leave a 10% shift unproven; one run pair would not."""
+    base = [noise(1e-4, seed=1), noise(1.3e-4, seed=2)]
+    new = [noise(1.1e-4, seed=3), noise(1.45e-4, seed=4)]
+    pooled = median_ratio_interval(base, new)
+    single = median_ratio_interval(base[:1], new[:1])
+    assert pooled.high - pooled.low > 5 * (single.high - single.low)
+    assert verdict(pooled, 0.05) == "unchanged"

@@ -120,7 +120,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out is None and len(paths) > 1:
         raise UsageError("--out is required when several runs are merged into one report")
     out = Path(args.out) if args.out else paths[0].parent
-    written = make_report(paths, out, args.baseline)
+    readme = Path(args.readme) if args.readme else None
+    written = write_report(build_report(load_runs(paths), args.baseline), out, readme)
     print(f"report: {out / 'report.md'} ({len(written)} files)")
     return 0
 
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     reporting.add_argument("--out", help="report directory (default: the run's own directory)")
     reporting.add_argument("--baseline", default=DEFAULT_BASELINE,
                            help=f"variant the speedups are measured against, on cpu (default: {DEFAULT_BASELINE})")
+    reporting.add_argument("--readme", help="also write the report into this Markdown file, between its markers")
     reporting.set_defaults(handler=cmd_report)
 
     comparing = commands.add_parser("compare", help="compare two runs; exit 1 when one is significantly slower")

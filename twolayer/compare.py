@@ -1,7 +1,7 @@
 """`twolayer compare`: is a new run slower than a base run, beyond noise and a threshold?
 
 For each benchmark on both sides, the ratio of medians (new / base) gets a 95% bootstrap interval
-from the raw timings. A benchmark is `slower` only when the whole interval lies above
+from the raw timings (hierarchical when a side has several runs: runs, then timings within them). A benchmark is `slower` only when the whole interval lies above
 1 + threshold, `faster` only when it lies below 1 / (1 + threshold), else `unchanged`: a shared
 machine's noise widens the interval instead of reading as a regression.
 """
@@ -28,15 +28,24 @@ class RatioInterval:
     high: float
 
 
-def median_ratio_interval(base: np.ndarray, new: np.ndarray, seed: int = 0) -> RatioInterval:
-    """Median(new) / median(base), with a percentile bootstrap interval (seeded: repeatable)."""
+def bootstrap_medians(runs: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Medians of `BOOTSTRAP_RESAMPLES` hierarchical resamples: runs drawn with replacement first,
+    then timings within each drawn run, so that run-to-run drift widens the interval too."""
+    medians = np.empty(BOOTSTRAP_RESAMPLES)
+    for i in range(BOOTSTRAP_RESAMPLES):
+        drawn = rng.integers(len(runs), size=len(runs)) if len(runs) > 1 else [0]
+        medians[i] = np.median(np.concatenate([rng.choice(runs[r], runs[r].size) for r in drawn]))
+    return medians
+
+
+def median_ratio_interval(base: list[np.ndarray], new: list[np.ndarray], seed: int = 0) -> RatioInterval:
+    """Median(new) / median(base) over the pooled timings of each side's runs, with a percentile
+    bootstrap interval (seeded: the same files always give the same verdict)."""
     rng = np.random.default_rng(seed)
-    base_medians = np.median(rng.choice(base, (BOOTSTRAP_RESAMPLES, base.size)), axis=1)
-    new_medians = np.median(rng.choice(new, (BOOTSTRAP_RESAMPLES, new.size)), axis=1)
-    ratios = new_medians / base_medians
+    ratios = bootstrap_medians(new, rng) / bootstrap_medians(base, rng)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
-    return RatioInterval(float(np.median(new) / np.median(base)), float(low), float(high))
+    return RatioInterval(float(np.median(np.concatenate(new)) / np.median(np.concatenate(base))), float(low), float(high))
 
 
 def verdict(interval: RatioInterval, threshold: float) -> str:
@@ -53,9 +62,11 @@ def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
     Runs alternated with the other side's (base, new, base, new) then share the machine's drift."""
     rows = []
     for key, group in table.groupby(MATCH, dropna=False, sort=False):
-        raw = tuple(t for timings in group["raw_s"] for t in timings)
-        rows.append({**dict(zip(MATCH, key)), "raw_s": raw, "benchmark": group["benchmark"].iloc[0],
-                     "median_s": float(np.median(raw)) if raw else group["median_s"].iloc[0]})
+        runs = [np.asarray(timings) for timings in group["raw_s"]]
+        if any(run.size == 0 for run in runs):
+            raise ResultsError(f"benchmark {group['benchmark'].iloc[0]} has no raw timings to compare")
+        rows.append({**dict(zip(MATCH, key)), "raw_runs": runs, "benchmark": group["benchmark"].iloc[0],
+                     "median_s": float(np.median(np.concatenate(runs)))})
     return pd.DataFrame(rows)
 
 
@@ -73,10 +84,7 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
             record |= {"ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan,
                        "verdict": "only_in_base" if row["_merge"] == "left_only" else "only_in_new"}
         else:
-            base_raw, new_raw = np.asarray(row["raw_s_base"]), np.asarray(row["raw_s_new"])
-            if base_raw.size == 0 or new_raw.size == 0:
-                raise ResultsError(f"benchmark {row['benchmark_new']} has no raw timings to compare")
-            interval = median_ratio_interval(base_raw, new_raw)
+            interval = median_ratio_interval(row["raw_runs_base"], row["raw_runs_new"])
             record |= {"ratio": interval.ratio, "ratio_low": interval.low, "ratio_high": interval.high,
                        "verdict": verdict(interval, threshold)}
         rows.append(record)

@@ -11,6 +11,7 @@ report.md       these tables, the harness overhead per device, and a bar chart p
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -
     return "\n".join(lines)
 
 
-def comparison_markdown(compared: pd.DataFrame) -> str:
+def comparison_markdown(compared: pd.DataFrame, heading: str = "###") -> str:
     """One table per (run, device, dtype, size): variants as rows, phases as columns of medians in us."""
     sections = []
     for (run_id, machine, device, device_name, dtype, size), rows in compared.groupby(
@@ -119,7 +120,7 @@ def comparison_markdown(compared: pd.DataFrame) -> str:
         for phase in phases:
             table[f"{phase} x"] = [f"{speedups.at[v, phase]:.2f}" if pd.notna(speedups.at[v, phase]) else ""
                                    for v in order]
-        sections.append(f"#### {device} ({device_name}), {dtype}, {size}: run {run_id} on {machine}\n\n"
+        sections.append(f"{heading} {device} ({device_name}), {dtype}, {size}: run {run_id} on {machine}\n\n"
                         + markdown_table(table))
     return "\n\n".join(sections)
 
@@ -157,17 +158,17 @@ class Report:
     baseline: str
     charts: dict[str, bytes] = field(default_factory=dict)
 
-    def markdown(self) -> str:
-        base = self.summary.iloc[0]
+    def markdown(self, top_level: int = 1, image_prefix: str = "") -> str:
+        """The report page; `top_level` 3 and an `image_prefix` embed it in another page (the README)."""
+        h1, h2 = "#" * top_level, "#" * (top_level + 1)
         parts = [
-            "# twolayer benchmark report",
-            f"Runs: {', '.join(sorted(set(self.summary['run_id'])))}. Medians in microseconds per call; "
-            f"`x` is the speedup over `{self.baseline}` on the same run's cpu (higher is faster). "
-            "A median marked (noisy) has an IQR over 10% of it.",
-            f"torch {base['torch_version']}, numpy {base['numpy_version']}, "
-            f"{base['torch_threads']} torch threads, {base['numpy_threads']} numpy threads.",
-            "## Variants per phase",
-            comparison_markdown(self.comparison),
+            f"{h1} twolayer benchmark report",
+            f"Medians in microseconds per call; `x` is the speedup over `{self.baseline}` on the same run's cpu "
+            "(higher is faster); n/a: a phase the variant cannot run apart. A median marked (noisy) has an IQR "
+            "over 10% of it.",
+            self.machines_markdown(),
+            f"{h2} Variants per phase",
+            comparison_markdown(self.comparison, heading=h2 + "#"),
         ]
         distance = peak_distance(self.comparison)
         if not distance.empty:
@@ -175,7 +176,7 @@ class Report:
             best = distance.drop_duplicates(["run_id", "device", "dtype"])
             summary = "; ".join(f"on {r.device} {r.dtype} at {r.size}, {r.variant} reaches {r.pct_of_peak:.0f}%"
                                 for r in best.itertuples())
-            parts += ["## Distance from the measured peak",
+            parts += [f"{h2} Distance from the measured peak",
                       "Each variant's iteration at the largest size measured, against the device's matmul peak "
                       f"(`twolayer peak`); `floor` is the time the iteration's FLOPs take at that peak. Best: {summary}.",
                       markdown_table(view[["device", "dtype", "size", "variant", "median_us", "floor_us", "gflops",
@@ -187,18 +188,29 @@ class Report:
                                        accel_us=self.devices["accel_median_s"] * 1e6)
             view = view[["variant", "phase", "dtype", "size", "cpu_name", "cpu_us", "accel_name", "accel_us",
                          "accel_speedup"]]
-            parts += ["## Accelerator over cpu",
+            parts += [f"{h2} Accelerator over cpu",
                       markdown_table(view, {"cpu_us": "{:.1f}", "accel_us": "{:.1f}", "accel_speedup": "{:.2f}"})]
         if not self.overhead.empty:
             view = self.overhead.assign(median_ns=self.overhead["median_s"] * 1e9)
-            parts += ["## Harness overhead per timed call",
+            parts += [f"{h2} Harness overhead per timed call",
                       "An empty call and a bare device synchronisation, timed like the phases: "
                       "differences smaller than these are timer noise.",
                       markdown_table(view[["device", "device_name", "variant", "median_ns"]], {"median_ns": "{:.0f}"})]
         if self.charts:
-            parts.append("## Charts")
-            parts += [f"![{name}]({name})" for name in self.charts]
+            parts.append(f"{h2} Charts")
+            parts += [f"![{name}]({image_prefix}{name})" for name in self.charts]
         return "\n\n".join(parts) + "\n"
+
+    def machines_markdown(self) -> str:
+        """One line per run: where and with what it ran, so a reader can compare honestly."""
+        lines = []
+        for run in self.summary.drop_duplicates("run_id").itertuples():
+            gpu = f", gpu {run.gpu_model} (cuda {run.cuda_version})" if isinstance(run.gpu_model, str) else ""
+            lines.append(f"- run `{run.run_id}` on {run.machine}: cpu {run.cpu_model}{gpu}; torch {run.torch_version} "
+                         f"({run.torch_blas}, {run.torch_threads} threads), numpy {run.numpy_version} "
+                         f"({run.numpy_blas}, {run.numpy_threads} threads), python {run.python_version}, "
+                         f"commit {run.commit}")
+        return "\n".join(lines)
 
     def files(self, out: Path) -> dict[Path, str | bytes]:
         return {
@@ -222,7 +234,26 @@ def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: 
     return report
 
 
-def write_report(report: Report, out: Path) -> list[Path]:
+README_START = "<!-- twolayer report: start (generated by `twolayer report --readme`; do not edit) -->"
+README_END = "<!-- twolayer report: end -->"
+
+
+def readme_with_report(readme: str, report: Report, image_prefix: str) -> str:
+    """`readme` with the text between its report markers replaced by the report."""
+    if readme.count(README_START) != 1 or readme.count(README_END) != 1:
+        raise ResultsError(f"the README needs exactly one pair of markers: {README_START} ... {README_END}")
+    before, rest = readme.split(README_START)
+    _, after = rest.split(README_END)
+    block = report.markdown(top_level=3, image_prefix=image_prefix)
+    return f"{before}{README_START}\n{block}{README_END}{after}"
+
+
+def write_report(report: Report, out: Path, readme: Path | None = None) -> list[Path]:
     files = report.files(out)
+    if readme is not None:
+        if not readme.is_file():
+            raise ResultsError(f"{readme}: no such file")
+        prefix = Path(os.path.relpath(out, readme.parent)).as_posix() + "/"
+        files[readme] = readme_with_report(readme.read_text(encoding="utf-8"), report, prefix)
     write_all_atomically(files)
     return list(files)
