@@ -23,7 +23,8 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
     "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s", "torch_threads", "numpy_threads", "torch_version",
+    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
+    "torch_threads", "numpy_threads", "torch_version",
     "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
     "suite_version", "benchmark",
 )
