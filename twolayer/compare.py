@@ -1,7 +1,8 @@
 """`twolayer compare`: is a new run slower than a base run, beyond noise and a threshold?
 
 For each benchmark on both sides, the ratio of medians (new / base) gets a 95% bootstrap interval
-from the raw timings (hierarchical when a side has several runs: runs, then timings within them). A benchmark is `slower` only when the whole interval lies above
+from the raw timings (hierarchical when a side has several runs: runs, then timings within them).
+A benchmark is `slower` only when the whole interval lies above
 1 + threshold, `faster` only when it lies below 1 / (1 + threshold), else `unchanged`: a shared
 machine's noise widens the interval instead of reading as a regression.
 """
