@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from twolayer import SUITE_VERSION
+from twolayer.canary import canary_seconds
 from twolayer.cases import BenchCase
 from twolayer.devices import device_name
 from twolayer.environment import numpy_threads
@@ -47,7 +48,9 @@ def time_call(benchmark, call: PhaseCall, budget: Budget) -> None:
         return
     plan = plan_rounds(call, budget)
     benchmark.extra_info["warmup_rounds"] = plan.warmup_rounds
+    benchmark.extra_info["canary_before_s"] = canary_seconds()
     benchmark.pedantic(call.target, setup=call.setup, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)
+    benchmark.extra_info["canary_after_s"] = canary_seconds()
 
 
 def check_finite(loss: float, case: BenchCase) -> None:

@@ -49,7 +49,7 @@ def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.Data
     order_keys = {"phase": phase_order.get, "size": size_work}
     out = out.sort_values(["run_id", "machine", "device", "dtype", "size", "phase", "rank"],
                           key=lambda col: col.map(order_keys[col.name]) if col.name in order_keys else col)
-    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "gflops", "peak_gflops", "pct_of_peak",
+    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "disturbed", "canary_ratio", "gflops", "peak_gflops", "pct_of_peak",
                "floor_s", "baseline", "speedup_vs_baseline", "rounds"]
     return out[columns].reset_index(drop=True)
 
@@ -102,6 +102,11 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -
     return "\n".join(lines)
 
 
+def flags(noisy: object, disturbed: object) -> str:
+    marks = [name for name, flag in (("noisy", noisy), ("disturbed", disturbed)) if flag is True or flag == 1]
+    return f" ({', '.join(marks)})" if marks else ""
+
+
 def comparison_markdown(compared: pd.DataFrame, heading: str = "###") -> str:
     """One table per (run, device, dtype, size): variants as rows, phases as columns of medians in us."""
     sections = []
@@ -110,13 +115,14 @@ def comparison_markdown(compared: pd.DataFrame, heading: str = "###") -> str:
         medians = rows.pivot(index="variant", columns="phase", values="median_s") * 1e6
         speedups = rows.pivot(index="variant", columns="phase", values="speedup_vs_baseline")
         noisy = rows.pivot(index="variant", columns="phase", values="noisy")
+        disturbed = rows.pivot(index="variant", columns="phase", values="disturbed")
         phases = [p for p in PHASES if p in medians.columns]
         order = medians[phases[-1]].sort_values(na_position="last").index
         table = pd.DataFrame({"variant": order})
         for phase in phases:
             table[f"{phase} us"] = [
                 "n/a" if pd.isna(medians.at[v, phase])
-                else f"{medians.at[v, phase]:.1f}{' (noisy)' if noisy.at[v, phase] == True else ''}" for v in order]  # noqa: E712
+                else f"{medians.at[v, phase]:.1f}{flags(noisy.at[v, phase], disturbed.at[v, phase])}" for v in order]
         for phase in phases:
             table[f"{phase} x"] = [f"{speedups.at[v, phase]:.2f}" if pd.notna(speedups.at[v, phase]) else ""
                                    for v in order]
@@ -165,7 +171,8 @@ class Report:
             f"{h1} twolayer benchmark report",
             f"Medians in microseconds per call; `x` is the speedup over `{self.baseline}` on the same run's cpu "
             "(higher is faster); n/a: a phase the variant cannot run apart. A median marked (noisy) has an IQR "
-            "over 10% of it.",
+            "over 10% of it; (disturbed): the canary timed beside it ran over 15% slower than the run's usual, "
+            "so the machine itself was slowed while it was measured: rerun before trusting it.",
             self.machines_markdown(),
             f"{h2} Variants per phase",
             comparison_markdown(self.comparison, heading=h2 + "#"),

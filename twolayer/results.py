@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 NOISY_IQR_FRACTION = 0.10  # torch.utils.benchmark warns above this IQR/median too
+# A canary this much slower than the run's usual one means the machine itself was slowed.
+DISTURBED_CANARY_RATIO = 1.15
 
 REQUIRED_EXTRA_INFO = ("variant", "phase", "device", "device_name", "dtype", "size", "flops",
                        "torch_threads", "numpy_threads")
@@ -23,7 +25,7 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
     "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
+    "iqr_fraction", "noisy", "canary_ratio", "disturbed", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
     "torch_threads", "numpy_threads", "torch_version",
     "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
     "suite_version", "benchmark",
@@ -90,6 +92,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "rounds": int(stats["rounds"]),
             "iqr_fraction": float(stats["iqr"]) / median if median > 0 else np.nan,
             "compile_s": extra.get("compile_s"),  # one-off, untimed: compilation or graph capture
+            "canary_s": max((extra[k] for k in ("canary_before_s", "canary_after_s") if extra.get(k)), default=np.nan),
             "flops": int(extra["flops"]),
             "peak_gflops": (peaks.get(f"{extra['device']}/{extra['dtype']}") or {}).get("square_gflops", np.nan),
             "torch_threads": extra["torch_threads"],
@@ -118,6 +121,9 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
         rows.extend(run_rows(read_run(Path(path)), Path(path)))
     table = pd.DataFrame(rows)
     table["noisy"] = table["iqr_fraction"] > NOISY_IQR_FRACTION
+    usual_canary = table.groupby(["run_id", "machine"])["canary_s"].transform("median")
+    table["canary_ratio"] = table["canary_s"] / usual_canary
+    table["disturbed"] = table["canary_ratio"] > DISTURBED_CANARY_RATIO
     table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
     table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
     table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)

@@ -1,0 +1,37 @@
+"""The canary that tells a disturbed machine from a slow variant, driven by a scripted clock."""
+
+import pytest
+from synthetic_runs import bench, constant, write_run
+
+from twolayer.canary import canary_seconds
+from twolayer.report import build_report
+from twolayer.results import load_runs
+
+
+def test_canary_is_the_median_of_its_calls():
+    ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])  # calls of 1, 3 and 2 seconds
+    assert canary_seconds(probe=lambda: None, clock=lambda: next(ticks), calls=3) == 2.0
+
+
+def test_canary_times_real_work():
+    assert 0 < canary_seconds(calls=3) < 1
+
+
+def with_canary(entry, before, after):
+    entry["extra_info"].update(canary_before_s=before, canary_after_s=after)
+    return entry
+
+
+def test_a_benchmark_whose_canary_slowed_is_flagged_disturbed(tmp_path):
+    path = write_run(tmp_path / "run.json", [
+        with_canary(bench("numpy_manual", "forward", constant(1e-4)), 70e-6, 71e-6),
+        with_canary(bench("torch_manual", "forward", constant(1e-4)), 70e-6, 72e-6),
+        with_canary(bench("torch_optim", "forward", constant(1.5e-4)), 71e-6, 105e-6),  # a burst mid-benchmark
+        bench("torch_autograd", "forward", constant(1e-4)),  # from a suite without the canary
+    ])
+    table = load_runs([path]).set_index("variant")
+    assert table.at["torch_optim", "canary_ratio"] == pytest.approx(105 / 72)
+    assert bool(table.at["torch_optim", "disturbed"]) and not bool(table.at["numpy_manual", "disturbed"])
+    assert not bool(table.at["torch_autograd", "disturbed"])
+    text = build_report(load_runs([path]), charts=False).markdown()
+    assert "| torch_optim | 150.0 (disturbed) |" in text
