@@ -49,8 +49,8 @@ def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.Data
     order_keys = {"phase": phase_order.get, "size": size_work}
     out = out.sort_values(["run_id", "machine", "device", "dtype", "size", "phase", "rank"],
                           key=lambda col: col.map(order_keys[col.name]) if col.name in order_keys else col)
-    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "disturbed", "canary_ratio", "gflops", "peak_gflops", "pct_of_peak",
-               "floor_s", "baseline", "speedup_vs_baseline", "rounds"]
+    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "disturbed", "canary_ratio", "gflops",
+               "peak_gflops", "pct_of_peak", "floor_s", "baseline", "speedup_vs_baseline", "rounds"]
     return out[columns].reset_index(drop=True)
 
 
