@@ -54,8 +54,13 @@ def scaling_chart(compared: pd.DataFrame) -> dict[str, bytes]:
         import matplotlib.pyplot as plt
     except ImportError:
         return {}
+    from cycler import cycler
+
     rows["mflop"] = rows["gflops"] * rows["median_s"] * 1e3
-    figure, (time_axes, rate_axes) = plt.subplots(1, 2, figsize=(12, 5))
+    figure, (time_axes, rate_axes) = plt.subplots(1, 2, figsize=(14, 5.5))
+    styles = cycler(linestyle=["-", "--", ":"]) * cycler(color=plt.get_cmap("tab10").colors)  # 30 distinct lines
+    for axes in (time_axes, rate_axes):
+        axes.set_prop_cycle(styles)
     for (variant, device, dtype), line in rows.sort_values("mflop").groupby(["variant", "device", "dtype"]):
         label = f"{variant} ({device}, {dtype})"
         time_axes.plot(line["mflop"], line["median_s"] * 1e6, marker="o", label=label)
@@ -70,7 +75,7 @@ def scaling_chart(compared: pd.DataFrame) -> dict[str, bytes]:
                   title="throughput against problem size")
     for axes in (time_axes, rate_axes):
         axes.grid(alpha=0.3, which="both")
-    rate_axes.legend(fontsize="x-small", loc="lower right")
+    rate_axes.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
