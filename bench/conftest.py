@@ -7,17 +7,13 @@ or `pytest bench --benchmark-enable`, times them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from twolayer import SUITE_VERSION
-from twolayer.cases import (
-    check_devices_present,
-    check_not_empty,
-    make_cases,
-    parse_selection,
-)
+from twolayer.cases import plan_cases
 from twolayer.devices import device_absent_reason
 from twolayer.environment import machine_facts, set_threads
 from twolayer.timing import QUICK, Budget
@@ -42,21 +38,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     option = config.option
     try:
-        selection = parse_selection(option.tl_variants, option.tl_devices, option.tl_phases,
-                                    option.tl_dtypes, option.tl_sizes, quick=option.tl_quick)
-        check_devices_present(selection)
-        cases = make_cases(selection)
-        check_not_empty(cases)
+        cases = plan_cases(option.tl_variants, option.tl_devices, option.tl_phases, option.tl_dtypes,
+                           option.tl_sizes, quick=option.tl_quick)
         budget = QUICK if option.tl_quick else Budget()
         if option.tl_budget_s is not None:
-            budget = Budget(seconds=option.tl_budget_s, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds)
+            budget = replace(budget, seconds=option.tl_budget_s)
         if option.tl_threads is not None and option.tl_threads < 1:
             raise ValueError(f"--tl-threads must be a positive integer, got {option.tl_threads}")
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
     if option.tl_threads is not None:
         set_threads(option.tl_threads)
-    config.stash[SETTINGS] = {"cases": cases, "selection": selection, "budget": budget, "run_id": option.tl_run_id}
+    config.stash[SETTINGS] = {"cases": cases, "budget": budget, "run_id": option.tl_run_id}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

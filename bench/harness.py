@@ -28,6 +28,7 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
             "device": device,
             "device_name": device_name(device),
             "dtype": dtype,
+            "dtype_mode": case.dtype_mode if case else None,
             "n": problem.n if problem else None,
             "d_in": problem.d_in if problem else None,
             "hidden": problem.hidden if problem else None,

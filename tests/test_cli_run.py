@@ -50,7 +50,7 @@ def test_bad_options_are_one_line_exit_2_and_write_nothing(capsys, tmp_path, arg
 
 def test_a_selection_that_matches_nothing_is_refused(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("twolayer.cases.device_absent_reason", lambda device: None)
-    monkeypatch.setattr("twolayer.run.check_devices_present", lambda selection: None)
+    monkeypatch.setattr("twolayer.cases.check_devices_present", lambda selection: None)
     code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "numpy_manual",
                            "--devices", "cuda")
     assert code == 2 and "matches no benchmark" in err
@@ -108,3 +108,23 @@ def test_run_ids_never_collide(tmp_path):
     second = new_run_id(tmp_path, now=0)
     assert second == f"{first}-2"
     assert first.startswith("19700101T000000Z-")
+
+
+def test_a_size_or_dtype_named_twice_is_one_case():
+    from twolayer.cases import plan_cases
+
+    cases = plan_cases(variants="torch_manual,numpy_manual", devices="cpu", phases="forward",
+                       dtypes="tutorial,float32,float32", sizes="64x1000x100x10,64X1000X100X10")
+    ids = [case.id for case in cases]
+    assert len(ids) == len(set(ids)) == 4  # (tutorial, float32) x two variants
+    assert "cpu-forward-tutorial:float64-64x1000x100x10-numpy_manual" in ids
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fidelity", "--variants", "cuda_graph"], "cuda_graph cannot run its iteration on the cpu here"),
+    (["fidelity", "--variants", "nope"], "unknown variant 'nope'"),
+    (["peak", "--dtypes", ","], "--dtypes names no dtype"),
+])
+def test_other_commands_refuse_bad_input_in_one_line(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

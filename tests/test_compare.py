@@ -105,3 +105,28 @@ def test_drift_between_alternated_runs_widens_the_interval():
     single = median_ratio_interval(base[:1], new[:1])
     assert pooled.high - pooled.low > 5 * (single.high - single.low)
     assert verdict(pooled, 0.05) == "unchanged"
+
+
+def test_runs_with_nothing_in_common_are_refused(capsys, tmp_path):
+    code, _, err, _ = compare(capsys, tmp_path, [bench("torch_manual", "forward", noise(1e-4))],
+                              [bench("torch_manual", "forward", noise(1e-4), size="128x1000x100x10")])
+    assert code == 2 and "nothing to compare" in err
+
+
+def test_harness_rows_are_shown_but_never_gated(capsys, tmp_path):
+    def empty_call(median):
+        entry = bench("harness_empty", "overhead", noise(median))
+        entry["extra_info"].update(dtype=None, size=None, flops=0)
+        return entry
+
+    code, _, _, table = compare(capsys, tmp_path, [empty_call(70e-9), bench("torch_manual", "forward", noise(1e-4))],
+                                [empty_call(140e-9), bench("torch_manual", "forward", noise(1e-4, seed=1))])
+    assert code == 0
+    assert dict(zip(table["variant"], table["verdict"])) == {"torch_manual": "unchanged", "harness_empty": "harness"}
+
+
+def test_different_provenance_is_warned_about(capsys, tmp_path):
+    base = write_run(tmp_path / "a.json", [bench("torch_manual", "forward", noise(1e-4))], host="box-a")
+    new = write_run(tmp_path / "b.json", [bench("torch_manual", "forward", noise(1e-4))], host="box-b")
+    assert main(["compare", str(base), str(new), "--out", str(tmp_path)]) == 0
+    assert "warning: machine differs: box-a vs box-b" in capsys.readouterr().err

@@ -149,15 +149,69 @@ def test_the_same_run_twice_is_refused():
         load_runs([DATA / "cpu_run.json", DATA / "cpu_run.json"])
 
 
-def test_a_failed_write_keeps_the_existing_report(tmp_path, monkeypatch):
+def test_a_run_without_the_default_baseline_still_reports(capsys, tmp_path):
+    """A cuda-only run, or a run of a few variants: speedups are empty, nothing fails."""
+    path = write_run(tmp_path / "gpu.json", [
+        bench("torch_manual", "iteration", constant(50e-6), device="cuda", device_name="Test GPU"),
+        bench("torch_autograd", "iteration", constant(80e-6), device="cuda", device_name="Test GPU"),
+    ])
+    code, _, err = run_cli(capsys, "report", path, "--out", tmp_path / "report")
+    assert code == 0, err
+    comparison = pd.read_csv(tmp_path / "report" / "comparison.csv")
+    assert list(comparison["variant"]) == ["torch_manual", "torch_autograd"]
+    assert comparison["speedup_vs_baseline"].isna().all()
+
+
+def test_a_run_of_harness_rows_only_reports(capsys, tmp_path):
+    entry = bench("harness_empty", "overhead", constant(80e-9))
+    entry["extra_info"].update(dtype=None, size=None, flops=0)
+    code, _, err = run_cli(capsys, "report", write_run(tmp_path / "o.json", [entry]), "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "Harness overhead" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_tutorial_dtypes_compare_numpy_float64_with_torch_float32(tmp_path):
+    numpy_row = bench("numpy_manual", "forward", constant(200e-6), dtype="float64")
+    torch_row = bench("torch_manual", "forward", constant(100e-6))
+    for entry in (numpy_row, torch_row):
+        entry["extra_info"]["dtype_mode"] = "tutorial"
+    compared = build_report(load_runs([write_run(tmp_path / "t.json", [numpy_row, torch_row])]), charts=False)
+    rows = compared.comparison.set_index("variant")
+    assert rows.at["torch_manual", "speedup_vs_baseline"] == pytest.approx(2.0)
+    assert rows.at["numpy_manual", "dtype"] == "float64" and rows.at["torch_manual", "dtype"] == "float32"
+    assert "each variant's tutorial dtype" in compared.markdown()
+
+
+def test_an_unwritable_output_is_one_line_exit_2(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    code, _, err = run_cli(capsys, "report", DATA / "cpu_run.json", "--out", blocker / "report")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_non_numeric_timings_are_refused(capsys, tmp_path):
+    entry = bench("torch_manual", "forward", constant(1e-4))
+    entry["stats"]["median"] = None
+    code, _, err = run_cli(capsys, "report", write_run(tmp_path / "n.json", [entry]), "--out", tmp_path / "r")
+    assert code == 2 and "non-numeric median" in err
+
+
+def test_a_failure_while_writing_leaves_every_existing_file(tmp_path, monkeypatch):
+    from twolayer import files
+
     report = build_report(load_runs([DATA / "cpu_run.json"]), charts=False)
     (tmp_path / "summary.csv").write_text("old\n")
+    staged = []
+    real_stage = files._stage
 
-    def broken_csv(*args, **kwargs):
-        raise OSError("disk full")
+    def stage_then_fail(path, content):
+        if staged:
+            raise OSError("disk full")
+        staged.append(path)
+        return real_stage(path, content)
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_csv)
+    monkeypatch.setattr(files, "_stage", stage_then_fail)
     with pytest.raises(OSError):
         write_report(report, tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no temporary left behind either
     assert (tmp_path / "summary.csv").read_text() == "old\n"

@@ -29,6 +29,9 @@ class BenchCase:
     device: str
     phase: str
     problem: Problem  # resolved: dtype and learning rate set
+    # What was asked for: float32 or float64 for every variant, or `tutorial` (each its own);
+    # the variants compared with one another are those of one mode.
+    dtype_mode: str
     skip_reason: str | None = field(default=None, compare=False)
 
     @property
@@ -38,11 +41,12 @@ class BenchCase:
     @property
     def group(self) -> str:
         """pytest-benchmark compares the variants within one group."""
-        return f"{self.device} {self.phase} {self.dtype} {self.problem.size_label}"
+        return f"{self.device} {self.phase} {self.dtype_mode} {self.problem.size_label}"
 
     @property
     def id(self) -> str:
-        return f"{self.device}-{self.phase}-{self.dtype}-{self.problem.size_label}-{self.variant}"
+        mode = "" if self.dtype_mode == self.dtype else f"{self.dtype_mode}:"
+        return f"{self.device}-{self.phase}-{mode}{self.dtype}-{self.problem.size_label}-{self.variant}"
 
     def flops(self) -> int:
         info = VARIANTS[self.variant]
@@ -116,17 +120,18 @@ def check_devices_present(selection: Selection) -> None:
 
 
 def make_cases(selection: Selection) -> list[BenchCase]:
-    """Every (device, phase, dtype, size, variant) the selection names and the variant supports.
+    """Every (device, phase, dtype, size, variant) the selection names and the variant supports,
+    each once (a size or dtype named twice is still one case).
 
-    With no devices named, cpu and every accelerator torch knows are listed, and those absent
-    here carry their skip reason, so a report shows what was not measured and why.
+    With no devices named, cpu and cuda are always listed, and mps where it is present; an
+    absent device's cases carry the reason as their skip, so a run shows what was not measured.
     """
     devices = selection.devices or tuple(d for d in KNOWN_DEVICES if d in ("cpu", "cuda") or d in available_devices())
     cases = []
     for device in devices:
         for phase in selection.phases:
-            for dtype in selection.dtypes:
-                for size in selection.sizes:
+            for dtype in dict.fromkeys(selection.dtypes):
+                for size in dict.fromkeys(Problem(*parse_size(size)).size_label for size in selection.sizes):
                     n, d_in, hidden, d_out = parse_size(size)
                     for variant in selection.variants:
                         info = VARIANTS[variant]
@@ -135,10 +140,20 @@ def make_cases(selection: Selection) -> list[BenchCase]:
                         problem = Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out,
                                           dtype=None if dtype == TUTORIAL_DTYPE else dtype)
                         skip = device_problem(variant, device)
-                        cases.append(BenchCase(variant, device, phase, resolve(variant, problem), skip))
-    return cases
+                        cases.append(BenchCase(variant, device, phase, resolve(variant, problem), dtype, skip))
+    return list(dict.fromkeys(cases))
 
 
 def check_not_empty(cases: list[BenchCase]) -> None:
     if not any(case.skip_reason is None for case in cases):
         raise ValueError("the selection matches no benchmark that can run here (check --variants and --devices)")
+
+
+def plan_cases(variants: str | None = None, devices: str | None = None, phases: str | None = None,
+               dtypes: str | None = None, sizes: str | None = None, quick: bool = False) -> list[BenchCase]:
+    """The checked cases of a selection given as option strings; ValueError with one line if bad."""
+    selection = parse_selection(variants, devices, phases, dtypes, sizes, quick=quick)
+    check_devices_present(selection)
+    cases = make_cases(selection)
+    check_not_empty(cases)
+    return cases

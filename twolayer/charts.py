@@ -21,14 +21,14 @@ def phase_charts(compared: pd.DataFrame) -> dict[str, bytes]:
     charts = {}
     for phase in [p for p in PHASES if p in set(compared["phase"])]:
         rows = compared[compared["phase"] == phase].copy()
-        rows["label"] = rows["device"] + " " + rows["dtype"] + " " + rows["size"] + ", " + rows["machine"]
+        rows["label"] = rows["device"] + " " + rows["dtype_mode"] + " " + rows["size"] + ", " + rows["machine"]
         medians = rows.pivot_table(index="variant", columns="label", values="median_s", aggfunc="first") * 1e6
         errors = rows.pivot_table(index="variant", columns="label", values="iqr_s", aggfunc="first") * 1e6 / 2
         medians = medians.sort_values(medians.columns[0], ascending=False)
         errors = errors.loc[medians.index]
         figure, axes = plt.subplots(figsize=(8, 0.45 * len(medians) * max(1, len(medians.columns)) + 1.5))
         medians.plot.barh(ax=axes, xerr=errors, capsize=2, width=0.8)
-        axes.set_xlabel("median time per call (us); whiskers span the IQR")
+        axes.set_xlabel("median time per call (us); whiskers: median ± IQR/2")
         axes.set_ylabel("")
         axes.set_title(f"{phase}: time per call, lower is faster")
         axes.legend(fontsize="small", loc="best")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
-from twolayer.compare import compare_tables
+from twolayer.compare import GATED_VERDICTS, compare_tables, provenance_differences
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads, torch_threads
 from twolayer.files import write_atomically
@@ -18,7 +18,7 @@ from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
 from twolayer.report import DEFAULT_BASELINE, build_report, write_report
-from twolayer.results import load_runs
+from twolayer.results import ResultsError, load_runs
 from twolayer.run import RESULT_FILE, RunFailed, RunOptions, run_suite
 from twolayer.train import NonFiniteLoss, train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
@@ -110,7 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print(f"results: {run_dir / RESULT_FILE}")
     if not args.no_report:
-        written = make_report([run_dir / RESULT_FILE], run_dir)
+        try:
+            written = write_report(build_report(load_runs([run_dir / RESULT_FILE])), run_dir)
+        except ResultsError as error:
+            print(f"twolayer run: error: the results are kept, but no report could be made: {error}", file=sys.stderr)
+            return 1
         print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")
     return 0
 
@@ -121,24 +125,27 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError("--out is required when several runs are merged into one report")
     out = Path(args.out) if args.out else paths[0].parent
     readme = Path(args.readme) if args.readme else None
-    written = write_report(build_report(load_runs(paths), args.baseline), out, readme)
+    report = build_report(load_runs(paths), args.baseline or DEFAULT_BASELINE, baseline_named=args.baseline is not None)
+    written = write_report(report, out, readme)
     print(f"report: {out / 'report.md'} ({len(written)} files)")
     return 0
-
-
-def make_report(paths: list[Path], out: Path, baseline: str = DEFAULT_BASELINE) -> list[Path]:
-    return write_report(build_report(load_runs(paths), baseline), out)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     base, new = [Path(p) for p in split_list(args.base)], [Path(p) for p in split_list(args.new)]
     if not base or not new:
         raise UsageError("give at least one run on each side")
-    table = compare_tables(load_runs(base), load_runs(new), args.threshold / 100)
+    base_table, new_table = load_runs(base), load_runs(new)
+    for warning in provenance_differences(base_table, new_table):
+        print(f"twolayer compare: warning: {warning}", file=sys.stderr)
+    table = compare_tables(base_table, new_table, args.threshold / 100)
+    if not table["verdict"].isin(GATED_VERDICTS).any():
+        raise UsageError("no benchmark is in both runs: nothing to compare (check sizes, dtypes and devices)")
     out = Path(args.out) if args.out else new[0].parent
     write_atomically(out / "compare.csv", table.to_csv(index=False))
     view = table.assign(base_us=table["base_median_s"] * 1e6, new_us=table["new_median_s"] * 1e6)
-    columns = ["verdict", "device", "variant", "phase", "dtype", "base_us", "new_us", "ratio", "ratio_low", "ratio_high"]
+    columns = ["verdict", "device", "variant", "phase", "dtype", "size", "base_us", "new_us", "ratio", "ratio_low",
+               "ratio_high"]
     print(view[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     slower = int((table["verdict"] == "slower").sum())
     print(f"compare: {out / 'compare.csv'}; {slower} slower beyond {args.threshold:g}% "
@@ -149,6 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_peak(args: argparse.Namespace) -> int:
     devices = split_list(args.devices) or tuple(available_devices())
     dtypes = split_list(args.dtypes)
+    if not dtypes:
+        raise UsageError(f"--dtypes names no dtype; choose from {', '.join(DTYPES)}")
     for device in devices:
         reason = device_absent_reason(device)
         if reason is not None:
@@ -171,13 +180,20 @@ def cmd_peak(args: argparse.Namespace) -> int:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from twolayer.fidelity import check_fidelity
 
-    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    runnable = [name for name in VARIANTS if device_problem(name, "cpu") is None and "iteration" in VARIANTS[name].phases]
+    names = split_list(args.variants) or tuple(runnable)
     for name in names:
         if name not in VARIANTS:
             raise UsageError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        if name not in runnable:
+            raise UsageError(f"{name} cannot run its iteration on the cpu here: {device_problem(name, 'cpu')}")
     if args.threads is not None:
         set_threads(args.threads)
-    rows = check_fidelity(names, args.budget_s)
+    try:
+        rows = check_fidelity(list(names), args.budget_s)
+    except RunFailed as error:
+        print(f"twolayer fidelity: error: {error}", file=sys.stderr)
+        return 1
     print(f"{'variant':<20} {'suite_median_us':>16} {'timer_median_us':>16} {'ratio':>7}   ({torch_threads()} threads)")
     for row in rows:
         print(f"{row.variant:<20} {row.suite_median_s * 1e6:>16.1f} {row.timer_median_s * 1e6:>16.1f} {row.ratio:>7.3f}")
@@ -223,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     reporting = commands.add_parser("report", help="write CSV comparison reports and report.md from runs")
     reporting.add_argument("runs", nargs="+", metavar="RUN.json")
     reporting.add_argument("--out", help="report directory (default: the run's own directory)")
-    reporting.add_argument("--baseline", default=DEFAULT_BASELINE,
+    reporting.add_argument("--baseline", default=None,
                            help=f"variant the speedups are measured against, on cpu (default: {DEFAULT_BASELINE})")
     reporting.add_argument("--readme", help="also write the report into this Markdown file, between its markers")
     reporting.set_defaults(handler=cmd_report)
@@ -259,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (UsageError, ValueError) as error:  # ResultsError is a ValueError
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path given that cannot be read or written
+        print(f"twolayer {args.command}: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 2
     except NonFiniteLoss as error:
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)

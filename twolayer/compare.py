@@ -19,7 +19,11 @@ from twolayer.results import ResultsError
 MATCH = ["device", "variant", "phase", "dtype", "size"]
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
-VERDICTS = ("slower", "faster", "unchanged", "only_in_base", "only_in_new")  # the order of the report
+VERDICTS = ("slower", "faster", "unchanged", "harness", "only_in_base", "only_in_new")  # the order of the report
+GATED_VERDICTS = ("slower", "faster", "unchanged")
+# Provenance that, when it differs, makes a comparison of apples and oranges.
+PROVENANCE = ("machine", "cpu_model", "gpu_model", "torch_threads", "numpy_threads", "torch_version", "numpy_version",
+              "suite_version")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,16 @@ def verdict(interval: RatioInterval, threshold: float) -> str:
     return "unchanged"
 
 
+def provenance_differences(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
+    """What differs between the sides beyond the code: each a reason to doubt a verdict."""
+    differences = []
+    for column in PROVENANCE:
+        before, after = set(base[column].dropna().astype(str)), set(new[column].dropna().astype(str))
+        if before != after:
+            differences.append(f"{column} differs: {', '.join(sorted(before))} vs {', '.join(sorted(after))}")
+    return differences
+
+
 def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
     """One row per benchmark, its raw timings pooled across the runs given for one side.
 
@@ -87,7 +101,8 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
         else:
             interval = median_ratio_interval(row["raw_runs_base"], row["raw_runs_new"])
             record |= {"ratio": interval.ratio, "ratio_low": interval.low, "ratio_high": interval.high,
-                       "verdict": verdict(interval, threshold)}
+                       # the harness's own rows are tens of nanoseconds, a few clock ticks: shown, never gated
+                       "verdict": "harness" if row["phase"] == "overhead" else verdict(interval, threshold)}
         rows.append(record)
     out = pd.DataFrame(rows)
     out.insert(0, "new_run_id", new_ids)

@@ -18,7 +18,7 @@ from torch.utils.benchmark import Timer
 
 from twolayer.phases import phase_call
 from twolayer.problem import Problem
-from twolayer.run import BENCH_DIR
+from twolayer.run import BENCH_DIR, RunFailed
 from twolayer.variants import build
 
 
@@ -40,7 +40,7 @@ def suite_medians(variants: list[str], budget_s: float) -> dict[str, float]:
                             f"--benchmark-json={json_path}", "--tl-devices=cpu", "--tl-phases=iteration",
                             f"--tl-variants={','.join(variants)}", f"--tl-budget-s={budget_s}"])
         if code != 0:
-            raise RuntimeError(f"the benchmark suite failed (pytest exit code {code})")
+            raise RunFailed(f"the benchmark suite failed (pytest exit code {code})")
         benchmarks = json.loads(json_path.read_text())["benchmarks"]
     return {b["extra_info"]["variant"]: b["stats"]["median"] for b in benchmarks}
 

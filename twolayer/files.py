@@ -7,28 +7,44 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
+def _read_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
+def _stage(path: Path, content: str | bytes) -> Path:
+    """`content` in a temporary file beside `path`, ready to be renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(content, bytes) else "w"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a report is an ordinary file
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; a report is an ordinary file
         with os.fdopen(handle, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as out:
             out.write(content)
-        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return Path(temporary)
+
+
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
+    write_all_atomically({path: content})
 
 
 def write_all_atomically(files: dict[Path, str | bytes]) -> None:
-    """Write several files, each atomically, after all of their contents exist."""
-    for path, content in files.items():
-        write_atomically(path, content)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    """Write every file to a temporary beside it first; only when all are written, rename each
+    into place. A failure while writing leaves every existing file as it was."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, content in files.items():
+            staged[path] = _stage(path, content)
+        for path, temporary in staged.items():
+            os.replace(temporary, path)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)

@@ -1,7 +1,11 @@
 """What each phase times, and what must happen, untimed, before each timed call.
 
-Every timed call ends in the variant's device synchronisation, and every setup ends in one too,
-so that a round's clock covers exactly the named phase's work and nothing queued before it.
+A setup brings the variant to the state the training loop has just before the phase: after a
+whole iteration (the last graph freed by its backward, the gradients zeroed or dropped by its
+step), then the phases before this one. So `backward` never accumulates into stale gradients,
+and `forward` never pays for freeing a graph that backward would have freed. Every timed call
+ends in the variant's device synchronisation, and so does every setup, so that a round's clock
+covers exactly the named phase's work and nothing queued before it.
 """
 
 from __future__ import annotations
@@ -38,19 +42,25 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         run_iteration(variant)
         synchronize()
 
-    def fresh_graph() -> None:  # autograd frees its graph after backward: each round needs a forward
+    def before_forward() -> None:
+        run_iteration(variant)
+        synchronize()
+
+    def before_backward() -> None:  # autograd frees its graph in backward: each round needs a fresh forward
+        run_iteration(variant)
         variant.forward()
         synchronize()
 
-    def fresh_gradients() -> None:
+    def before_step() -> None:
+        run_iteration(variant)
         variant.forward()
         variant.backward()
         synchronize()
 
     calls = {
-        "forward": PhaseCall(forward, None),
-        "backward": PhaseCall(backward, fresh_graph),
-        "step": PhaseCall(step, fresh_gradients),
+        "forward": PhaseCall(forward, before_forward),
+        "backward": PhaseCall(backward, before_backward),
+        "step": PhaseCall(step, before_step),
         "iteration": PhaseCall(iteration, None),
     }
     if phase not in calls:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twolayer.cases import TUTORIAL_DTYPE
 from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.problem import Problem
@@ -25,7 +26,9 @@ from twolayer.results import COLUMNS, ResultsError
 
 DEFAULT_BASELINE = "numpy_manual"
 TUTORIAL_SIZE = Problem().size_label
-GROUP = ["run_id", "machine", "device", "device_name", "phase", "dtype", "size"]
+# Variants compared with one another: one run, device, phase, dtype mode (float32, float64, or
+# `tutorial`, where numpy_manual's float64 sits beside torch's float32) and size.
+GROUP = ["run_id", "machine", "device", "device_name", "phase", "dtype_mode", "size"]
 CASE = ["phase", "dtype", "size", "variant"]
 
 
@@ -34,22 +37,26 @@ def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["phase"].isin(PHASES)]
 
 
-def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.DataFrame:
+def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, baseline_named: bool = False) -> pd.DataFrame:
+    """Variants ranked within each group, with their speedup over `baseline` on the same run's cpu.
+
+    A baseline the runs lack is an error when the user named it; the default one, missing (a
+    cuda-only run, a run of a few variants), leaves the speedups empty."""
     rows = phase_rows(table)
-    if baseline not in set(rows["variant"]):
-        raise ResultsError(f"unknown baseline {baseline!r}; the runs hold {', '.join(sorted(set(rows['variant'])))}")
-    base = rows[(rows["variant"] == baseline) & (rows["device"] == "cpu")]
-    base = base[["run_id", "machine", "phase", "dtype", "size", "median_s"]].rename(
-        columns={"median_s": "baseline_median_s"})
-    out = rows.merge(base, on=["run_id", "machine", "phase", "dtype", "size"], how="left")
+    if baseline_named and baseline not in set(rows["variant"]):
+        held = ", ".join(sorted(set(rows["variant"]))) or "no phases"
+        raise ResultsError(f"unknown baseline {baseline!r}; the runs hold {held}")
+    on = ["run_id", "machine", "phase", "dtype_mode", "size"]
+    base = rows[(rows["variant"] == baseline) & (rows["device"] == "cpu")][[*on, "median_s"]]
+    out = rows.merge(base.rename(columns={"median_s": "baseline_median_s"}), on=on, how="left")
     out["baseline"] = f"{baseline} on cpu"
     out["speedup_vs_baseline"] = out["baseline_median_s"] / out["median_s"]
     out["rank"] = out.groupby(GROUP)["median_s"].rank(method="min").astype(int)
     phase_order = {phase: i for i, phase in enumerate(PHASES)}
     order_keys = {"phase": phase_order.get, "size": size_work}
-    out = out.sort_values(["run_id", "machine", "device", "dtype", "size", "phase", "rank"],
+    out = out.sort_values(["run_id", "machine", "device", "dtype_mode", "size", "phase", "rank"],
                           key=lambda col: col.map(order_keys[col.name]) if col.name in order_keys else col)
-    columns = [*GROUP, "rank", "variant", "median_s", "iqr_s", "noisy", "disturbed", "canary_ratio", "gflops",
+    columns = [*GROUP, "rank", "variant", "dtype", "median_s", "iqr_s", "noisy", "disturbed", "canary_ratio", "gflops",
                "peak_gflops", "pct_of_peak", "floor_s", "baseline", "speedup_vs_baseline", "rounds"]
     return out[columns].reset_index(drop=True)
 
@@ -110,8 +117,9 @@ def flags(noisy: object, disturbed: object) -> str:
 def comparison_markdown(compared: pd.DataFrame, heading: str = "###") -> str:
     """One table per (run, device, dtype, size): variants as rows, phases as columns of medians in us."""
     sections = []
-    for (run_id, machine, device, device_name, dtype, size), rows in compared.groupby(
-            ["run_id", "machine", "device", "device_name", "dtype", "size"], sort=False):
+    for (run_id, machine, device, device_name, mode, size), rows in compared.groupby(
+            ["run_id", "machine", "device", "device_name", "dtype_mode", "size"], sort=False):
+        dtype = "each variant's tutorial dtype" if mode == TUTORIAL_DTYPE else mode
         medians = rows.pivot(index="variant", columns="phase", values="median_s") * 1e6
         speedups = rows.pivot(index="variant", columns="phase", values="speedup_vs_baseline")
         noisy = rows.pivot(index="variant", columns="phase", values="noisy")
@@ -136,9 +144,11 @@ def size_work(size: str) -> int:
     return math.prod(int(part) for part in size.split("x"))
 
 
-def headline_size(compared: pd.DataFrame) -> str:
+def headline_size(compared: pd.DataFrame) -> str | None:
     """The tutorial's size when it was measured, else the smallest: the one the bar charts show."""
     sizes = set(compared["size"])
+    if not sizes:
+        return None
     return TUTORIAL_SIZE if TUTORIAL_SIZE in sizes else min(sizes, key=size_work)
 
 
@@ -229,8 +239,9 @@ class Report:
         }
 
 
-def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: bool = True) -> Report:
-    compared = comparison(table, baseline)
+def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: bool = True,
+                 baseline_named: bool = False) -> Report:
+    compared = comparison(table, baseline, baseline_named)
     report = Report(summary=table, comparison=compared, devices=devices(table), overhead=overhead(table),
                     baseline=baseline)
     if charts:

@@ -23,12 +23,11 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 
 # The tidy table's columns, in order; `raw_s` (the raw timings) stays in memory, out of the CSVs.
 COLUMNS = (
-    "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "size",
-    "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "canary_ratio", "disturbed", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
-    "torch_threads", "numpy_threads", "torch_version",
-    "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version",
-    "suite_version", "benchmark",
+    "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "dtype_mode",
+    "size", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
+    "iqr_fraction", "noisy", "canary_ratio", "disturbed", "compile_s", "flops", "gflops", "peak_gflops",
+    "pct_of_peak", "floor_s", "torch_threads", "numpy_threads", "torch_version", "numpy_version", "cuda_version",
+    "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version", "suite_version", "benchmark",
 )
 KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "size")
 
@@ -55,14 +54,24 @@ def read_run(path: Path) -> dict:
         if missing:
             raise ResultsError(f"{path}: benchmark {bench.get('name', '?')!r} lacks {', '.join(missing)} "
                                "(made by another version of this suite?)")
+        not_numbers = [k for k in (*REQUIRED_STATS, "flops") if not is_number((extra | stats)[k])]
+        raw = stats.get("data") or []
+        if not_numbers or not isinstance(raw, list) or not all(is_number(t) for t in raw):
+            raise ResultsError(f"{path}: benchmark {bench.get('name', '?')!r} has non-numeric "
+                               f"{', '.join(not_numbers) or 'raw timings'}")
     return run
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def run_rows(run: dict, path: Path) -> list[dict]:
     machine = run["machine_info"]
     commit = run.get("commit_info") or {}
     meta = run.get("twolayer") or {}
-    run_id = meta.get("run_id") or path.parent.name or path.stem
+    # A run not made by `twolayer run` has no id: its file name and start time stand in for one.
+    run_id = meta.get("run_id") or f"{path.stem}@{run.get('datetime', '?')}"
     peaks = machine.get("peak") or {}
     rows = []
     for bench in run["benchmarks"]:
@@ -78,6 +87,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "variant": extra["variant"],
             "phase": extra["phase"],
             "dtype": extra["dtype"],
+            "dtype_mode": extra.get("dtype_mode") or extra["dtype"],  # float32, float64, or tutorial
             "size": extra["size"],
             "n": extra.get("n"),
             "d_in": extra.get("d_in"),

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from twolayer.cases import BenchCase, check_devices_present, check_not_empty, make_cases, parse_selection
+from twolayer.cases import BenchCase, plan_cases
 from twolayer.environment import PROJECT_ROOT, git_commit, host_name, set_threads
 from twolayer.peak import cached_peaks
 
@@ -71,11 +71,8 @@ def pytest_arguments(options: RunOptions, json_path: Path, run_id: str, peak_pat
 
 def check_options(options: RunOptions) -> list[BenchCase]:
     """Refuse a bad selection before anything runs (raises ValueError with a one-line message)."""
-    selection = parse_selection(options.variants, options.devices, options.phases, options.dtypes, options.sizes,
-                                quick=options.quick)
-    check_devices_present(selection)
-    cases = make_cases(selection)
-    check_not_empty(cases)
+    cases = plan_cases(options.variants, options.devices, options.phases, options.dtypes, options.sizes,
+                       quick=options.quick)
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {options.threads}")
     if not BENCH_DIR.is_dir():

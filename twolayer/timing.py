@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,7 +21,7 @@ class RoundPlan:
 class Budget:
     """How long to spend timing one benchmark."""
 
-    seconds: float = 1.0  # per benchmark: 36 CPU benchmarks fit a 90 s run on two cores
+    seconds: float = 1.0  # per benchmark: the ~50 cpu benchmarks of a default run fit 90 s on two cores
     min_rounds: int = 20  # below this the IQR says little
     max_rounds: int = 2000  # the median of 2000 calls is stable to ~1%; more only grows the JSON
     warmup_fraction: float = 0.1  # warm-up keeps first-call costs (allocator, cuBLAS handles) out
@@ -43,8 +42,9 @@ QUICK = Budget(seconds=0.02, min_rounds=5, max_rounds=50, min_warmup_rounds=2, p
 def plan_rounds(call: PhaseCall, budget: Budget, clock: Callable[[], float] = time.perf_counter) -> RoundPlan:
     """Probe a round's wall cost (setup and target together), then fill the budget with rounds.
 
-    The first probe call is discarded (it pays first-call costs) and the median of the rest is
-    taken, so one slow call cannot shrink the plan to a handful of rounds.
+    The first probe call is discarded (it pays first-call costs) and the fastest of the rest is
+    taken: on a shared machine a disturbed probe would otherwise shrink the plan to a handful of
+    rounds, while an optimistic one costs at most `max_rounds` rounds.
     """
     samples = []
     for _ in range(budget.probe_calls + 1):
@@ -53,7 +53,7 @@ def plan_rounds(call: PhaseCall, budget: Budget, clock: Callable[[], float] = ti
             call.setup()
         call.target()
         samples.append(clock() - start)
-    per_round = max(statistics.median(samples[1:]), 1e-9)
+    per_round = max(min(samples[1:]), 1e-9)
     affordable = round(budget.seconds / (per_round * (1 + budget.warmup_fraction)))
     rounds = min(max(affordable, budget.min_rounds), budget.max_rounds)
     warmup = max(budget.min_warmup_rounds, int(rounds * budget.warmup_fraction))

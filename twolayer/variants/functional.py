@@ -1,6 +1,7 @@
 """方案二's maths as pure functions of tensors, for the variants that hand a whole phase to a compiler
 (`torch_compile`) or to the GPU in one launch (`cuda_graph`).
 
+Backward reuses forward's `y_pred - y` rather than recomputing it, and
 `grad_h[h < 0] = 0` becomes `masked_fill(h < 0, 0)`: the same values as one out-of-place op,
 which a compiler can fuse and a CUDA graph can capture without relying on indexing fast paths.
 """
