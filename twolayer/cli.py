@@ -9,10 +9,12 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.compare import GATED_VERDICTS, compare_tables, provenance_differences
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
-from twolayer.environment import set_threads, torch_threads
+from twolayer.environment import set_threads
 from twolayer.files import write_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
@@ -194,7 +196,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     except RunFailed as error:
         print(f"twolayer fidelity: error: {error}", file=sys.stderr)
         return 1
-    print(f"{'variant':<20} {'suite_median_us':>16} {'timer_median_us':>16} {'ratio':>7}   ({torch_threads()} threads)")
+    print(f"{'variant':<20} {'suite_median_us':>16} {'timer_median_us':>16} {'ratio':>7}   ({torch.get_num_threads()} threads)")
     for row in rows:
         print(f"{row.variant:<20} {row.suite_median_s * 1e6:>16.1f} {row.timer_median_s * 1e6:>16.1f} {row.ratio:>7.3f}")
     return 0

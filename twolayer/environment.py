@@ -42,10 +42,6 @@ def numpy_threads() -> int | None:
     return pools[0]["num_threads"] if pools else None
 
 
-def torch_threads() -> int:
-    return torch.get_num_threads()
-
-
 def set_threads(count: int) -> None:
     """Use `count` threads in torch and in every BLAS (numpy's included)."""
     from threadpoolctl import threadpool_limits

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twolayer.flops import PHASES
-from twolayer.variants import Variant, run_iteration
+from twolayer.variants import Variant, iteration_of
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class PhaseCall:
 
 def phase_call(variant: Variant, phase: str) -> PhaseCall:
     synchronize = variant.synchronize
+    whole_iteration = iteration_of(variant)  # resolved once, not inside the timed call
 
     def forward() -> None:
         variant.forward()
@@ -39,20 +40,20 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         synchronize()
 
     def iteration() -> None:
-        run_iteration(variant)
+        whole_iteration()
         synchronize()
 
     def before_forward() -> None:
-        run_iteration(variant)
+        whole_iteration()
         synchronize()
 
     def before_backward() -> None:  # autograd frees its graph in backward: each round needs a fresh forward
-        run_iteration(variant)
+        whole_iteration()
         variant.forward()
         synchronize()
 
     def before_step() -> None:
-        run_iteration(variant)
+        whole_iteration()
         variant.forward()
         variant.backward()
         synchronize()

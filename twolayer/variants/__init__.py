@@ -16,7 +16,7 @@ from twolayer.variants.nn_sequential import NNSequential
 from twolayer.variants.nn_sequential_optim import NNSequentialOptim
 from twolayer.variants.numpy_fused import NumpyFused
 from twolayer.variants.numpy_manual import NumpyManual
-from twolayer.variants.protocol import Variant, run_iteration
+from twolayer.variants.protocol import Variant, iteration_of, run_iteration
 from twolayer.variants.torch_autograd import TorchAutograd
 from twolayer.variants.torch_compile import TorchCompile
 from twolayer.variants.torch_manual import TorchManual
@@ -113,4 +113,5 @@ def build(name: str, problem: Problem, device: str = "cpu") -> Variant:
     return variant_info(name).factory(resolve(name, problem), device)
 
 
-__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "resolve", "run_iteration", "variant_info"]
+__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "iteration_of", "resolve", "run_iteration",
+           "variant_info"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -35,14 +35,21 @@ class Variant(Protocol):
         """Wait until the variant's queued device work is done."""
 
 
-def run_iteration(variant: Variant) -> None:
+def iteration_of(variant: Variant) -> Callable[[], None]:
     """One whole training iteration: the variant's own fused `iteration()` where it has one
     (compiled and graph-captured variants), else the three phases in the tutorial's order.
     Either way, `loss()` afterwards is the loss of this iteration's forward, before its update."""
     fused = getattr(variant, "iteration", None)
     if fused is not None:
-        fused()
-    else:
+        return fused
+
+    def three_phases() -> None:
         variant.forward()
         variant.backward()
         variant.step()
+
+    return three_phases
+
+
+def run_iteration(variant: Variant) -> None:
+    iteration_of(variant)()
