@@ -1,9 +1,10 @@
 """`cuda_graph`'s own logic, tested on the cpu under emulated capture and replay (emulated_cuda_graphs.py).
 
 The real variant needs a GPU; these tests run its unchanged code with torch.cuda's graph, stream and
-sync calls emulated, so what it does with the graphs is checked everywhere: that capture runs
-nothing, that the warm-up's updates are undone, that every replay reads and writes the same static
-tensors, and that nothing captured synchronises with the host. The cuda tests in
+sync calls emulated, so what it does with the graphs is checked everywhere: that the warm-up runs
+on a side stream ordered against the default one, that capture runs nothing and the warm-up's
+updates are undone, that every replay reads and writes the same static tensors, and that nothing
+captured waits on the host. The cuda tests in
 test_gradients.py and test_training.py run the real thing where a GPU is.
 """
 
@@ -32,7 +33,7 @@ def emulation(monkeypatch):
 
 @pytest.fixture
 def graphs(monkeypatch, emulation):
-    """Emulated graphs, and the variant's tensors made on the cpu though it asks for cuda."""
+    """The emulated graphs, with the variant's tensors made on the cpu though it asks for cuda."""
     asked = []
 
     def on_cpu(array, device, requires_grad=False):
@@ -40,7 +41,7 @@ def graphs(monkeypatch, emulation):
         return to_tensor(array, "cpu", requires_grad)
 
     monkeypatch.setattr(cuda_graph_module, "to_tensor", on_cpu)
-    yield emulation
+    yield emulation.graphs
     assert asked and set(asked) == {"cuda"}, f"cuda_graph put tensors on {sorted(set(asked))}"
 
 
@@ -56,28 +57,65 @@ def test_emulated_capture_runs_nothing_and_replay_runs_everything(emulation):
     with torch.cuda.graph(graph):
         w.sub_(1.0)
         doubled = w * 2
+        positive = doubled > 0
     assert w.tolist() == [1.0, 1.0, 1.0]  # captured, not run
-    assert torch.isnan(doubled).all()  # memory nothing has written yet
+    assert torch.isnan(doubled).all() and positive.all()  # memory nothing has written yet
     graph.replay()
-    assert w.tolist() == [0.0, 0.0, 0.0] and doubled.tolist() == [0.0, 0.0, 0.0]
+    assert w.tolist() == [0.0, 0.0, 0.0] and doubled.tolist() == [0.0, 0.0, 0.0] and not positive.any()
     graph.replay()
     assert w.tolist() == [-1.0, -1.0, -1.0] and doubled.tolist() == [-2.0, -2.0, -2.0]
 
 
+def test_emulated_capture_applies_shape_changes_once_and_replays_with_autograd_off(emulation):
+    a, b = torch.ones(2, 3), torch.ones(2, 3)
+    leaf = torch.zeros(3, requires_grad=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        b.t_()  # metadata only: (3, 2) from now on
+        product = a.mm(b)
+        with torch.no_grad():
+            leaf.sub_(product.sum())  # 12 per replay
+        same = torch.ops.aten.is_same_size(a, a)  # a result that is no tensor
+    assert b.shape == (3, 2) and same is True
+    graph.replay()
+    graph.replay()
+    assert product.tolist() == [[3.0, 3.0], [3.0, 3.0]]
+    assert leaf.tolist() == [-24.0, -24.0, -24.0]
+
+
 @pytest.mark.parametrize("body", [
     lambda t: t.sum().item(),
-    lambda t: t.__setitem__(t < 0, 0.0),
+    lambda t: t.tolist(),
+    lambda t: t.numpy(),
+    lambda t: t.cpu(),
+    lambda t: torch.cuda.synchronize(),
     lambda t: t[t > 0],
+    lambda t: t.__setitem__(t < 0, torch.ones(6)),  # six values: indexing, not masked_fill_
     lambda t: t.nonzero(),
-], ids=["item", "boolean-mask-assign", "boolean-mask-read", "nonzero"])
-def test_emulated_capture_refuses_what_synchronises(emulation, body):
-    t = torch.randn(4, 3)
+    lambda t: torch.unique(t),
+], ids=["item", "tolist", "numpy", "cpu", "synchronize", "boolean-mask-read", "boolean-mask-assign-values",
+        "nonzero", "unique"])
+def test_emulated_capture_refuses_what_waits_on_the_host(emulation, body):
+    t = torch.arange(12.0).reshape(4, 3) - 5.5
     with pytest.raises(CaptureError, match="cannot be captured"), torch.cuda.graph(torch.cuda.CUDAGraph()):
         body(t)
 
 
-def test_emulated_graph_is_captured_once(emulation):
+def test_emulated_capture_allows_one_value_through_a_boolean_mask(emulation):
+    """ATen turns it into masked_fill_, which CUDA captures."""
+    t = torch.tensor([-1.0, 2.0])
     graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        t[t < 0] = 0.0
+    assert t.tolist() == [-1.0, 2.0]
+    graph.replay()
+    assert t.tolist() == [0.0, 2.0]
+
+
+def test_emulated_graph_is_captured_once_and_replayed_only_once_captured(emulation):
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(CaptureError, match="never captured"):
+        graph.replay()
     t = torch.ones(2)
     with torch.cuda.graph(graph):
         t.add_(1)
@@ -153,6 +191,28 @@ def test_forward_graph_reads_the_current_weights_and_changes_nothing(graphs):
     assert first == pytest.approx(trajectory("torch_manual", problem, 6)[-1], rel=1e-12)
     variant.iteration()  # the next iteration's loss is the one forward just gave
     assert variant.loss() == pytest.approx(first, rel=1e-12)
+
+
+def test_warms_up_on_a_side_stream_ordered_against_the_default_stream(graphs, emulation):
+    """PyTorch's recipe: the side stream waits for the data, warms up, and capture waits for it."""
+    make(Problem(**SMALL))
+    (wait, side, default), ran, after, *captures = emulation.log
+    assert (wait, default) == ("wait", "default") and side.startswith("side")
+    warm_up_ops = ran[2]  # an iteration is about a dozen ops; capture needs at least one warm-up
+    assert ran[:2] == ("ran", side) and warm_up_ops >= 10 * max(1, cuda_graph_module.WARMUP_ITERATIONS)
+    assert after == ("wait", "default", side)
+    assert captures == [("capture",), ("capture",)]
+
+
+def test_gradients_stay_the_iteration_s_after_a_forward(graphs):
+    problem = resolve("cuda_graph", Problem(**SMALL, dtype="float64"))
+    variant = make(problem)
+    variant.iteration()
+    first = variant.gradients()
+    variant.forward()
+    after_forward = variant.gradients()
+    for param in first:
+        np.testing.assert_array_equal(after_forward[param], first[param])
 
 
 def test_refuses_what_it_has_not_computed(graphs):
