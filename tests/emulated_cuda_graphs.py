@@ -61,8 +61,7 @@ def _boolean_indices(args) -> list[torch.Tensor]:
 def _synchronises(func, args) -> bool:
     if func.overloadpacket in SYNCHRONISING:
         return True
-    masks = _boolean_indices(args)
-    if not masks:
+    if not _boolean_indices(args):
         return False
     # One value through one mask is ATen's masked_fill_ path, with no host round trip.
     return not (func.overloadpacket is aten.index_put_ and len(args[1]) == 1 and args[2].numel() == 1)

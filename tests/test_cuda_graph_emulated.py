@@ -4,21 +4,20 @@ The real variant needs a GPU; these tests run its unchanged code with torch.cuda
 sync calls emulated, so what it does with the graphs is checked everywhere: that the warm-up runs
 on a side stream ordered against the default one, that capture runs nothing and the warm-up's
 updates are undone, that every replay reads and writes the same static tensors, and that nothing
-captured waits on the host. The cuda tests in
-test_gradients.py and test_training.py run the real thing where a GPU is.
+captured waits on the host. The cuda tests in test_gradients.py and test_training.py run the
+real thing where a GPU is.
 """
 
 import numpy as np
 import pytest
 import torch
 from emulated_cuda_graphs import CaptureError, EmulatedGraph, emulate_cuda_graphs
-from reference import reference_gradients
-from test_gradients import TOLERANCE, relative_error
+from test_gradients import TOLERANCE, reference_for, relative_error
 from test_training import FINAL_LOSS_TOLERANCE, trajectory
 
 import twolayer.variants.cuda_graph as cuda_graph_module
 from twolayer.phases import phase_call
-from twolayer.problem import Problem, make_data, make_weights
+from twolayer.problem import Problem, make_weights
 from twolayer.train import train
 from twolayer.variants import build, resolve
 from twolayer.variants.tensors import to_tensor
@@ -145,14 +144,13 @@ def test_first_iteration_applies_the_reference_gradients(graphs, dtype):
     problem = resolve("cuda_graph", Problem(**SMALL, dtype=dtype))
     variant = make(problem)
     variant.iteration()
-    data, weights = make_data(problem), make_weights(problem)
-    expected_loss, expected = reference_gradients(data.x, data.y, weights.w1, weights.w2)
+    expected_loss, expected = reference_for("cuda_graph", problem)
     assert variant.loss() == pytest.approx(expected_loss, rel=TOLERANCE[dtype] * 10)
     actual = variant.gradients()
     assert set(actual) == {"w1", "w2"}
     for param, gradient in expected.items():
         assert relative_error(actual[param], gradient) < TOLERANCE[dtype], param
-    expected_w1 = weights.w1 - problem.learning_rate * expected["w1"]
+    expected_w1 = make_weights(problem).w1 - problem.learning_rate * expected["w1"]
     assert relative_error(variant.w1.double().numpy(), expected_w1) < TOLERANCE[dtype]
 
 
@@ -252,6 +250,5 @@ def test_other_problem_sizes(graphs):
     problem = resolve("cuda_graph", Problem(n=256, d_in=1000, hidden=400, d_out=10, dtype="float64"))
     variant = make(problem)
     variant.iteration()
-    data, weights = make_data(problem), make_weights(problem)
-    expected_loss, _ = reference_gradients(data.x, data.y, weights.w1, weights.w2)
+    expected_loss, _ = reference_for("cuda_graph", problem)
     assert variant.loss() == pytest.approx(expected_loss, rel=1e-12)
