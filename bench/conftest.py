@@ -7,6 +7,7 @@ or `pytest bench --benchmark-enable`, times them.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tl-quick", action="store_true", help="a short run: few rounds per benchmark")
     group.addoption("--tl-run-id", default=None, help="recorded in the JSON; set by `twolayer run`")
     group.addoption("--tl-peak-file", default=None, help="matmul peaks to record with the run; set by `twolayer run`")
+    group.addoption("--tl-repeat", type=int, default=1,
+                    help="passes over the selection, each in its own shuffled order (default: 1, in order)")
+    group.addoption("--tl-shuffle-seed", type=int, default=None, help="seed of the passes' order (default: random)")
+    group.addoption("--tl-quiet-canary-s", type=float, default=None,
+                    help="this machine's known quiet canary, recorded with the run; set by `twolayer run`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,11 +51,15 @@ def pytest_configure(config: pytest.Config) -> None:
             budget = replace(budget, seconds=option.tl_budget_s)
         if option.tl_threads is not None and option.tl_threads < 1:
             raise ValueError(f"--tl-threads must be a positive integer, got {option.tl_threads}")
+        if option.tl_repeat < 1:
+            raise ValueError(f"--tl-repeat must be a positive integer, got {option.tl_repeat}")
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
     if option.tl_threads is not None:
         set_threads(option.tl_threads)
-    config.stash[SETTINGS] = {"cases": cases, "budget": budget, "run_id": option.tl_run_id}
+    seed = option.tl_shuffle_seed if option.tl_shuffle_seed is not None else random.SystemRandom().randrange(2**31)
+    config.stash[SETTINGS] = {"cases": cases, "budget": budget, "run_id": option.tl_run_id,
+                              "repeat": option.tl_repeat, "shuffle_seed": seed if option.tl_repeat > 1 else None}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -67,6 +77,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for device, reason in devices
         ]
         metafunc.parametrize("overhead_device", params)
+    if "pass_index" in metafunc.fixturenames and settings["repeat"] > 1:
+        metafunc.parametrize("pass_index", range(1, settings["repeat"] + 1), ids=lambda k: f"pass{k}")
+
+
+@pytest.fixture
+def pass_index() -> int:
+    """0 in a single pass; 1..K with `--tl-repeat K` (parametrized then)."""
+    return 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With several passes, run pass 1 whole, then pass 2, ..., each in its own shuffled order,
+    so that a slow moment of the machine does not land on the same benchmarks every time."""
+    settings = config.stash[SETTINGS]
+    if settings["repeat"] < 2:
+        return
+    rng = random.Random(settings["shuffle_seed"])
+    by_pass: dict[int, list[pytest.Item]] = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        by_pass.setdefault(callspec.params.get("pass_index", 0) if callspec else 0, []).append(item)
+    ordered = []
+    for index in sorted(by_pass):
+        chunk = by_pass[index]
+        rng.shuffle(chunk)
+        ordered.extend(chunk)
+    items[:] = ordered
 
 
 @pytest.fixture
@@ -93,4 +130,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         "budget_s": budget.seconds,
         "min_rounds": budget.min_rounds,
         "max_rounds": budget.max_rounds,
+        "repeat": settings["repeat"],
+        "shuffle_seed": settings["shuffle_seed"],
+        "quiet_canary_s": config.option.tl_quiet_canary_s,
     }

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from twolayer import SUITE_VERSION
-from twolayer.canary import canary_seconds
+from twolayer.canary import canary_seconds, machine_load
 from twolayer.cases import BenchCase
 from twolayer.devices import device_name
 from twolayer.environment import numpy_threads
@@ -16,7 +16,8 @@ from twolayer.phases import PhaseCall
 from twolayer.timing import Budget, plan_rounds
 
 
-def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | None, case: BenchCase | None) -> None:
+def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | None, case: BenchCase | None,
+           pass_index: int = 0) -> None:
     """Everything needed to read the result later without the test id: what ran, where, how big."""
     problem = case.problem if case else None
     benchmark.group = case.group if case else f"{device} overhead"
@@ -38,6 +39,7 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
             "flops": case.flops() if case else 0,
             "torch_threads": torch.get_num_threads(),
             "numpy_threads": numpy_threads(),
+            "pass": pass_index,  # 1..K under `--repeat K`; 0 in a single pass
         }
     )
 
@@ -49,6 +51,7 @@ def time_call(benchmark, call: PhaseCall, budget: Budget) -> None:
         return
     plan = plan_rounds(call, budget)
     benchmark.extra_info["warmup_rounds"] = plan.warmup_rounds
+    benchmark.extra_info.update(machine_load(samples=3, interval_s=0.005))  # contention, for the reader
     benchmark.extra_info["canary_before_s"] = canary_seconds()
     benchmark.pedantic(call.target, setup=call.setup, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)
     benchmark.extra_info["canary_after_s"] = canary_seconds()

@@ -12,7 +12,7 @@ from twolayer.phases import PhaseCall
 
 
 @pytest.mark.parametrize("what", ["harness_empty", "harness_sync"])
-def test_overhead(benchmark, overhead_device, what, budget):
+def test_overhead(benchmark, overhead_device, what, budget, pass_index):
     device = overhead_device
 
     def empty() -> None:
@@ -21,5 +21,5 @@ def test_overhead(benchmark, overhead_device, what, budget):
     def sync() -> None:
         synchronize(device)
 
-    record(benchmark, variant=what, phase="overhead", device=device, dtype=None, case=None)
+    record(benchmark, variant=what, phase="overhead", device=device, dtype=None, case=None, pass_index=pass_index)
     time_call(benchmark, PhaseCall(empty if what == "harness_empty" else sync, None), budget)

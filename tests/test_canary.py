@@ -10,7 +10,17 @@ from twolayer.results import load_runs
 
 def test_canary_is_the_median_of_its_calls():
     ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])  # calls of 1, 3 and 2 seconds
-    assert canary_seconds(probe=lambda: None, clock=lambda: next(ticks), calls=3) == 2.0
+    assert canary_seconds(probes=(lambda: None,), clock=lambda: next(ticks), calls=3) == 2.0
+
+
+def test_canary_sums_the_median_of_each_probe_timed_in_a_run_of_its_own():
+    calls = []
+    # blas probe: calls of 1, 3, 2 s (median 2); pool probe: 5, 4, 6 s (median 5)
+    ticks = iter([0, 1, 1, 4, 4, 6, 10, 15, 15, 19, 19, 25])
+    total = canary_seconds(probes=(lambda: calls.append("blas"), lambda: calls.append("pool")),
+                           clock=lambda: next(ticks), calls=3)
+    assert total == 7
+    assert calls == ["blas"] * 4 + ["pool"] * 4  # one warm-up each, never interleaved
 
 
 def with_canary(entry, before, after):

@@ -19,7 +19,7 @@ def run_cli(capsys, *argv):
 
 def test_tidy_table_from_a_real_run():
     table = load_runs([DATA / "cpu_run.json"])
-    assert list(table.columns) == [*COLUMNS, "raw_s"]
+    assert list(table.columns) == [*COLUMNS, "raw_s", "raw_passes"]
     assert len(table) == 6
     row = table[(table["variant"] == "torch_manual") & (table["phase"] == "forward")].iloc[0]
     raw = json.loads((DATA / "cpu_run.json").read_text())
@@ -61,9 +61,16 @@ def test_two_machines_merge_into_gpu_speedups(tmp_path):
         bench("torch_manual", "iteration", constant(50e-6), device="cuda", device_name="Test GPU"),
     ], host="gpubox")
     devices = build_report(load_runs([cpu_box, gpu_box]), charts=False).devices
-    assert list(devices["cpu_run_id"]) == ["cpu", "gpu"]
-    assert list(devices["accel_speedup"]) == pytest.approx([6.0, 8.0])
+    # the gpu run timed its own cpu: that pair alone, not one across runs and machines
+    assert list(devices["cpu_run_id"]) == ["gpu"] and list(devices["same_run"]) == [True]
+    assert list(devices["accel_speedup"]) == pytest.approx([8.0])
     assert set(devices["accel_name"]) == {"Test GPU"}
+    gpu_only = write_run(tmp_path / "gpu_only.json", [
+        bench("torch_manual", "iteration", constant(50e-6), device="cuda", device_name="Test GPU"),
+    ], host="gpubox")
+    across = build_report(load_runs([cpu_box, gpu_only]), charts=False).devices
+    assert list(across["cpu_run_id"]) == ["cpu"] and list(across["same_run"]) == [False]  # flagged, not hidden
+    assert list(across["accel_speedup"]) == pytest.approx([6.0])
     compared = build_report(load_runs([cpu_box, gpu_box]), charts=False).comparison
     gpu_row = compared[compared["device"] == "cuda"].iloc[0]
     assert pd.isna(gpu_row["speedup_vs_baseline"])  # the gpu box's run has no numpy_manual baseline

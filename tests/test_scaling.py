@@ -10,6 +10,8 @@ from twolayer import cli
 from twolayer import peak as peak_module
 from twolayer.cases import SWEEP_SIZES
 from twolayer.cli import main
+from twolayer.canary import MachineState
+from twolayer.hardware import hardware_identity
 from twolayer.peak import Peak, cached_peaks
 from twolayer.problem import Problem, parse_size, sgd_rate_scale
 from twolayer.report import build_report
@@ -53,31 +55,77 @@ def test_the_largest_sweep_size_trains_finite_and_falls():
 def fake_peak(device, dtype, **changes):
     fields = dict(device=device, device_name="Test", dtype=dtype, square_n=64, square_gflops=100.0,
                   problem_gflops=50.0, square_gflops_by_library={"torch": 100.0}, torch_threads=2,
-                  numpy_threads=2, torch_version="0", numpy_version="0", jax_version=None)
+                  numpy_threads=2, torch_version="0", numpy_version="0", jax_version=None, hardware="cpu test")
     return Peak(**{**fields, **changes})
 
 
-def test_peak_cache_is_reused_until_the_setup_changes(tmp_path, monkeypatch):
+QUIET = MachineState(canary_s=100e-6, quiet_s=100e-6, load_avg_1m=0.1, others_running=0)
+BUSY = MachineState(canary_s=400e-6, quiet_s=100e-6, load_avg_1m=2.0, others_running=2)
+
+
+@pytest.fixture
+def scripted_peaks(monkeypatch):
+    """`measure_peak` replaced by a fake on the current setup; returns the list of what was measured."""
     measured = []
 
     def measure(device, dtype):
         measured.append((device, dtype))
         return fake_peak(device, dtype, torch_version=peak_module.torch.__version__,
                          numpy_version=peak_module.np.__version__, jax_version=peak_module.jax_version(),
-                         torch_threads=peak_module.torch.get_num_threads(), numpy_threads=peak_module.numpy_threads())
+                         torch_threads=peak_module.torch.get_num_threads(), numpy_threads=peak_module.numpy_threads(),
+                         hardware=hardware_identity()["hardware"])
 
     monkeypatch.setattr(peak_module, "measure_peak", measure)
-    first = cached_peaks(tmp_path, ["cpu"], ["float32"])
+    return measured
+
+
+def test_peak_cache_is_reused_until_the_setup_changes(tmp_path, scripted_peaks):
+    measured = scripted_peaks
+    first = cached_peaks(tmp_path, ["cpu"], ["float32"], state=lambda _: QUIET)
     assert measured == [("cpu", "float32")] and first["cpu/float32"].square_gflops == 100.0
-    cached_peaks(tmp_path, ["cpu"], ["float32", "float64"])
+    cached_peaks(tmp_path, ["cpu"], ["float32", "float64"], state=lambda _: QUIET)
     assert measured == [("cpu", "float32"), ("cpu", "float64")]  # only the missing dtype
-    cached_peaks(tmp_path, ["cpu"], ["float32"], refresh=True)
+    cached_peaks(tmp_path, ["cpu"], ["float32"], refresh=True, state=lambda _: QUIET)
     assert len(measured) == 3
     stored = json.loads(next(tmp_path.glob("peak-*.json")).read_text())
     stored["cpu/float32"]["torch_version"] = "0.0-other"
     next(tmp_path.glob("peak-*.json")).write_text(json.dumps(stored))
-    cached_peaks(tmp_path, ["cpu"], ["float32"])
+    cached_peaks(tmp_path, ["cpu"], ["float32"], state=lambda _: QUIET)
     assert len(measured) == 4  # another torch: measured again
+
+
+def test_a_hardware_change_under_the_same_host_name_measures_the_peak_again(tmp_path, scripted_peaks):
+    cached_peaks(tmp_path, ["cpu"], ["float32"], state=lambda _: QUIET)
+    path = next(tmp_path.glob("peak-*.json"))
+    stored = json.loads(path.read_text())
+    stored["cpu/float32"]["hardware"] = "cpu AuthenticAMD/26/2/0 avx512f"  # the Zen 5 this host once was
+    path.write_text(json.dumps(stored))
+    cached_peaks(tmp_path, ["cpu"], ["float32"], state=lambda _: QUIET)
+    assert len(scripted_peaks) == 2
+    assert json.loads(path.read_text())["cpu/float32"]["hardware"] == hardware_identity()["hardware"]
+
+
+def test_a_peak_measured_on_a_busy_machine_is_flagged_and_never_cached(tmp_path, scripted_peaks):
+    cached_peaks(tmp_path, ["cpu"], ["float32"], state=lambda _: QUIET)
+    path = next(tmp_path.glob("peak-*.json"))
+    before = path.read_bytes()
+    states = iter([QUIET, BUSY])  # quiet before, busy after: a burst during the measurement
+    busy = cached_peaks(tmp_path, ["cpu"], ["float32", "float64"], state=lambda _: next(states))
+    assert busy["cpu/float64"].disturbed and "after: canary 400 us, 4.00x" in busy["cpu/float64"].state
+    assert not busy["cpu/float32"].disturbed  # from the cache, measured quietly
+    assert path.read_bytes() == before  # the cache is left as it was
+    fresh_dir = tmp_path / "fresh"
+    cached_peaks(fresh_dir, ["cpu"], ["float32"], state=lambda _: BUSY)
+    assert not list(fresh_dir.glob("peak-*.json"))  # nothing cached from a busy machine
+
+
+def test_percent_of_peak_is_left_out_when_the_peak_was_disturbed(tmp_path):
+    path = runs_with_peak(tmp_path)
+    run = json.loads(path.read_text())
+    run["machine_info"]["peak"]["cpu/float32"]["disturbed"] = True
+    path.write_text(json.dumps(run))
+    table = load_runs([path])
+    assert table["pct_of_peak"].isna().all() and table["floor_s"].isna().all()
 
 
 def test_measured_peak_is_positive_and_names_its_libraries():

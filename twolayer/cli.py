@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
-from twolayer.compare import GATED_VERDICTS, compare_tables, provenance_differences
+from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
 from twolayer.files import write_atomically
@@ -104,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sizes, phases = sizes or ",".join(SWEEP_SIZES), phases or ",".join(SWEEP_PHASES)
     options = RunOptions(variants=args.variants, devices=args.devices, phases=phases, dtypes=args.dtypes,
                          sizes=sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
-                         out=Path(args.out), peak=not args.no_peak)
+                         out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
+                         retimes=args.retimes)
     try:
         run_dir = run_suite(options)
     except RunFailed as error:
@@ -145,14 +146,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("no benchmark is in both runs: nothing to compare (check sizes, dtypes and devices)")
     out = Path(args.out) if args.out else new[0].parent
     write_atomically(out / "compare.csv", table.to_csv(index=False))
+    print_verdicts(table, out / "compare.csv", args.threshold)
+    if (table["interval_kind"] == WITHIN_RUN).any():
+        print("compare: note: with one run per side the intervals cover round-to-round noise only, not the "
+              "run-to-run drift of a shared machine; give several alternated runs per side (or --repeat), "
+              "or use `twolayer gate` for paired timing")
+    return 1 if (table["verdict"] == "slower").any() else 0
+
+
+def print_verdicts(table, path: Path, threshold_pct: float) -> None:
+    """The verdict table on stdout, the reasons of the inconclusive, and a one-line summary."""
     view = table.assign(base_us=table["base_median_s"] * 1e6, new_us=table["new_median_s"] * 1e6)
     columns = ["verdict", "device", "variant", "phase", "dtype", "size", "base_us", "new_us", "ratio", "ratio_low",
                "ratio_high"]
     print(view[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    slower = int((table["verdict"] == "slower").sum())
-    print(f"compare: {out / 'compare.csv'}; {slower} slower beyond {args.threshold:g}% "
-          f"(95% bootstrap interval of the median ratio)")
-    return 1 if slower else 0
+    for row in table[table["reason"].fillna("") != ""].itertuples():
+        print(f"  {row.verdict}: {row.device} {row.variant} {row.phase} {row.dtype} {row.size}: {row.reason}")
+    counts = table["verdict"].value_counts()
+    print(f"compare: {path}; {counts.get('slower', 0)} slower, {counts.get('faster', 0)} faster, "
+          f"{counts.get('inconclusive', 0)} inconclusive, {counts.get('unchanged', 0)} unchanged beyond "
+          f"{threshold_pct:g}% (95% interval of the median ratio)")
 
 
 def cmd_peak(args: argparse.Namespace) -> int:
@@ -170,6 +183,10 @@ def cmd_peak(args: argparse.Namespace) -> int:
     if args.threads is not None:
         set_threads(args.threads)
     peaks = cached_peaks(Path(args.out), list(devices), list(dtypes), refresh=True)
+    disturbed = [peak for peak in peaks.values() if peak.disturbed]
+    if disturbed:
+        print(f"twolayer peak: warning: the machine was busy while the peak was measured ({disturbed[0].state}); "
+              "these figures are not a ceiling and were not cached", file=sys.stderr)
     print(f"{'device':<8} {'dtype':<8} {'square GFLOP/s':>15} {'problem GFLOP/s':>16}  by library (square)")
     for peak in peaks.values():
         libraries = ", ".join(f"{name} {gflops:.0f}" for name, gflops in peak.square_gflops_by_library.items())
@@ -233,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--sweep", action="store_true",
                          help=f"the size sweep: --sizes {','.join(SWEEP_SIZES)} and --phases iteration, unless given")
     running.add_argument("--quick", action="store_true", help="a short run, seconds in all (for CI smoke tests)")
+    running.add_argument("--repeat", type=positive_int, default=1, metavar="K",
+                         help="K passes over the selection, each in its own shuffled order; reports show the "
+                              "between-pass spread (default: 1)")
+    running.add_argument("--shuffle-seed", type=non_negative_int, default=None,
+                         help="seed of the passes' order (default: random; recorded in the JSON)")
+    running.add_argument("--retimes", type=non_negative_int, default=2,
+                         help="time benchmarks disturbed by other work again, at most this often (default: 2)")
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
     running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
     running.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak in the reports)")

@@ -1,10 +1,20 @@
 """`twolayer compare`: is a new run slower than a base run, beyond noise and a threshold?
 
 For each benchmark on both sides, the ratio of medians (new / base) gets a 95% bootstrap interval
-from the raw timings (hierarchical when a side has several runs: runs, then timings within them).
-A benchmark is `slower` only when the whole interval lies above
-1 + threshold, `faster` only when it lies below 1 / (1 + threshold), else `unchanged`: a shared
-machine's noise widens the interval instead of reading as a regression.
+from the raw timings. What the interval covers is said in `interval_kind`:
+
+- `within-run`: one run (one pass) per side. scipy's BCa bootstrap over the timings of each side:
+  it covers round-to-round noise only, not the run-to-run drift of a shared machine, and the
+  output says so. Give several runs per side (alternated with the other side's), or `--repeat`
+  passes, or use the paired gate (`twolayer gate`), for an interval that does.
+- `between-runs`: several runs or passes on each side. A hierarchical bootstrap (runs drawn with
+  replacement, then timings within each), so that run-to-run drift widens the interval too.
+
+A benchmark is `slower` only when the whole interval lies above 1 + threshold, `faster` only when
+it lies below 1 / (1 + threshold), and `unchanged` only when it lies within those bounds. An
+interval that straddles a bound cannot decide: `inconclusive`, with its reason. So is a benchmark
+whose every run on one side was timed on a disturbed machine (the canary says so): those timings
+are never pooled into a verdict, and a disturbed run among several is left out.
 """
 
 from __future__ import annotations
@@ -13,17 +23,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from twolayer.results import ResultsError
 
-MATCH = ["device", "variant", "phase", "dtype", "size"]
+MATCH = ["device", "variant", "phase", "dtype", "dtype_mode", "size"]
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
-VERDICTS = ("slower", "faster", "unchanged", "harness", "only_in_base", "only_in_new")  # the order of the report
-GATED_VERDICTS = ("slower", "faster", "unchanged")
+VERDICTS = ("slower", "faster", "inconclusive", "unchanged", "harness", "only_in_base", "only_in_new")  # report order
+GATED_VERDICTS = ("slower", "faster", "unchanged", "inconclusive")
 # Provenance that, when it differs, makes a comparison of apples and oranges.
-PROVENANCE = ("machine", "cpu_model", "gpu_model", "torch_threads", "numpy_threads", "torch_version", "numpy_version",
-              "suite_version")
+PROVENANCE = ("machine", "cpu_model", "hardware", "gpu_model", "gpu_capability", "torch_threads", "numpy_threads",
+              "torch_version", "numpy_version", "suite_version")
+WITHIN_RUN = "within-run"
+BETWEEN_RUNS = "between-runs"
 
 
 @dataclass(frozen=True)
@@ -31,26 +44,53 @@ class RatioInterval:
     ratio: float
     low: float
     high: float
+    kind: str = WITHIN_RUN
 
 
 def bootstrap_medians(runs: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """Medians of `BOOTSTRAP_RESAMPLES` hierarchical resamples: runs drawn with replacement first,
-    then timings within each drawn run, so that run-to-run drift widens the interval too."""
+    then timings within each drawn run, so that run-to-run drift widens the interval too.
+    (scipy.stats.bootstrap resamples flat samples only; this two-level draw is what it lacks.)"""
     medians = np.empty(BOOTSTRAP_RESAMPLES)
     for i in range(BOOTSTRAP_RESAMPLES):
-        drawn = rng.integers(len(runs), size=len(runs)) if len(runs) > 1 else [0]
+        drawn = rng.integers(len(runs), size=len(runs))
         medians[i] = np.median(np.concatenate([rng.choice(runs[r], runs[r].size) for r in drawn]))
     return medians
 
 
+def _ratio_of_medians(new: np.ndarray, base: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(new, axis=axis) / np.median(base, axis=axis)
+
+
 def median_ratio_interval(base: list[np.ndarray], new: list[np.ndarray], seed: int = 0) -> RatioInterval:
-    """Median(new) / median(base) over the pooled timings of each side's runs, with a percentile
-    bootstrap interval (seeded: the same files always give the same verdict)."""
-    rng = np.random.default_rng(seed)
-    ratios = bootstrap_medians(new, rng) / bootstrap_medians(base, rng)
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return RatioInterval(float(np.median(np.concatenate(new)) / np.median(np.concatenate(base))), float(low), float(high))
+    """Median(new) / median(base) over the pooled timings of each side's runs, with a 95% interval
+    (seeded: the same files always give the same verdict)."""
+    ratio = float(np.median(np.concatenate(new)) / np.median(np.concatenate(base)))
+    if len(base) > 1 and len(new) > 1:
+        rng = np.random.default_rng(seed)
+        ratios = bootstrap_medians(new, rng) / bootstrap_medians(base, rng)
+        tail = (1 - CONFIDENCE) / 2 * 100
+        low, high = np.percentile(ratios, [tail, 100 - tail])
+        return RatioInterval(ratio, float(low), float(high), BETWEEN_RUNS)
+    low, high = bca_interval((np.concatenate(new), np.concatenate(base)), _ratio_of_medians, seed)
+    return RatioInterval(ratio, low, high, WITHIN_RUN)
+
+
+def bca_interval(samples: tuple[np.ndarray, ...], statistic, seed: int = 0) -> tuple[float, float]:
+    """scipy's BCa bootstrap interval of `statistic`; the percentile interval where BCa is undefined
+    (every resample equal, as with timings that are all one clock tick)."""
+    if all(np.ptp(sample) == 0 for sample in samples):
+        value = float(statistic(*samples))
+        return value, value
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for method in ("BCa", "percentile"):
+            result = stats.bootstrap(samples, statistic, method=method, n_resamples=BOOTSTRAP_RESAMPLES,
+                                     confidence_level=CONFIDENCE, vectorized=True, random_state=seed, batch=250)
+            low, high = result.confidence_interval
+            if np.isfinite(low) and np.isfinite(high):
+                return float(low), float(high)
+    value = float(statistic(*samples))
+    return value, value
 
 
 def verdict(interval: RatioInterval, threshold: float) -> str:
@@ -58,30 +98,44 @@ def verdict(interval: RatioInterval, threshold: float) -> str:
         return "slower"
     if interval.high < 1 / (1 + threshold):
         return "faster"
-    return "unchanged"
+    if interval.low >= 1 / (1 + threshold) and interval.high <= 1 + threshold:
+        return "unchanged"
+    return "inconclusive"
+
+
+def straddle_reason(interval: RatioInterval, threshold: float) -> str:
+    return (f"the interval {interval.low:.3f}-{interval.high:.3f} straddles the {threshold:.0%} threshold: "
+            "too noisy to decide")
 
 
 def provenance_differences(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     """What differs between the sides beyond the code: each a reason to doubt a verdict."""
     differences = []
     for column in PROVENANCE:
+        if column not in base or column not in new:
+            continue
         before, after = set(base[column].dropna().astype(str)), set(new[column].dropna().astype(str))
         if before != after:
-            differences.append(f"{column} differs: {', '.join(sorted(before))} vs {', '.join(sorted(after))}")
+            differences.append(f"{column} differs: {', '.join(sorted(before)) or '(not recorded)'} vs "
+                               f"{', '.join(sorted(after)) or '(not recorded)'}")
     return differences
 
 
 def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per benchmark, its raw timings pooled across the runs given for one side.
+    """One row per benchmark, its raw timings pooled across the runs (and passes) given for one side.
 
-    Runs alternated with the other side's (base, new, base, new) then share the machine's drift."""
+    A run in which the benchmark was disturbed is left out; `disturbed_runs` counts those, and a
+    benchmark with no calm run left has no timings (`raw_runs` empty)."""
     rows = []
     for key, group in table.groupby(MATCH, dropna=False, sort=False):
-        runs = [np.asarray(timings) for timings in group["raw_s"]]
+        calm = group[~group["disturbed"].fillna(False).astype(bool)]
+        runs = [np.asarray(timings, dtype=float) for passes in calm["raw_passes"] for timings in passes]
         if any(run.size == 0 for run in runs):
             raise ResultsError(f"benchmark {group['benchmark'].iloc[0]} has no raw timings to compare")
         rows.append({**dict(zip(MATCH, key)), "raw_runs": runs, "benchmark": group["benchmark"].iloc[0],
-                     "median_s": float(np.median(np.concatenate(runs)))})
+                     "disturbed_runs": len(group) - len(calm), "runs": len(group),
+                     "canary_ratio": group["canary_ratio"].max(),
+                     "median_s": float(np.median(np.concatenate(runs))) if runs else float(group["median_s"].median())})
     return pd.DataFrame(rows)
 
 
@@ -94,15 +148,30 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
     rows = []
     for _, row in merged.iterrows():
         record = {c: row[c] for c in MATCH}
-        record |= {"base_median_s": row["median_s_base"], "new_median_s": row["median_s_new"]}
+        record |= {"base_median_s": row["median_s_base"], "new_median_s": row["median_s_new"],
+                   "ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan, "interval_kind": "", "reason": ""}
         if row["_merge"] != "both":
-            record |= {"ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan,
-                       "verdict": "only_in_base" if row["_merge"] == "left_only" else "only_in_new"}
+            record["verdict"] = "only_in_base" if row["_merge"] == "left_only" else "only_in_new"
+        elif not row["raw_runs_base"] or not row["raw_runs_new"]:
+            side = "base" if not row["raw_runs_base"] else "new"
+            record |= {"verdict": "inconclusive",
+                       "reason": f"disturbed in every {side} run (canary {row[f'canary_ratio_{side}']:.2f}x the "
+                                 "reference): the machine was busy; rerun on a quiet machine or use the paired gate"}
         else:
             interval = median_ratio_interval(row["raw_runs_base"], row["raw_runs_new"])
             record |= {"ratio": interval.ratio, "ratio_low": interval.low, "ratio_high": interval.high,
-                       # the harness's own rows are tens of nanoseconds, a few clock ticks: shown, never gated
-                       "verdict": "harness" if row["phase"] == "overhead" else verdict(interval, threshold)}
+                       "interval_kind": interval.kind}
+            if row["phase"] == "overhead":
+                # the harness's own rows are tens of nanoseconds, a few clock ticks: shown, never gated
+                record["verdict"] = "harness"
+            else:
+                record["verdict"] = verdict(interval, threshold)
+                if record["verdict"] == "inconclusive":
+                    record["reason"] = straddle_reason(interval, threshold)
+                left_out = int(row["disturbed_runs_base"] + row["disturbed_runs_new"])
+                if left_out:
+                    record["reason"] = "; ".join(filter(None, [record["reason"],
+                                                               f"{left_out} disturbed run(s) left out"]))
         rows.append(record)
     out = pd.DataFrame(rows)
     out.insert(0, "new_run_id", new_ids)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from twolayer.devices import cpu_model
+from twolayer.hardware import hardware_identity
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,8 @@ def machine_facts() -> dict[str, object]:
         "twolayer_host": host_name(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "gpu_model": torch.cuda.get_device_name() if cuda else None,
+        # family, model, stepping, ISA level, GPU compute capability: "AMD EPYC" alone has named two cpus
+        **hardware_identity(),
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,

@@ -3,22 +3,30 @@
 Throughput is measured with torch.mm, with numpy's BLAS on the cpu, and with XLA where jax is
 installed; the best of them is the peak. It is taken at a large square size and at the
 problem's own matmul shapes. Results are cached per
-machine, device, dtype and library versions, so a run re-measures only when something changed.
+machine, hardware (cpu family, model, stepping and ISA level; gpu and compute capability), device,
+dtype, thread counts and library versions, so a run re-measures only when something changed.
+
+A peak is a ceiling only when measured on a quiet machine: the canary is timed before and after,
+and a peak measured while the machine was busy is used for this run but flagged `disturbed` (the
+reports then leave % of peak out) and never cached.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from twolayer.canary import MachineState, machine_state
 from twolayer.devices import device_name, synchronize, torch_dtype
 from twolayer.environment import host_name, numpy_threads
 from twolayer.files import write_atomically
+from twolayer.hardware import hardware_identity
 from twolayer.problem import Problem
 
 SQUARE = {"cpu": 2048, "cuda": 8192, "mps": 4096}  # large enough to reach the BLAS's steady state
@@ -39,6 +47,9 @@ class Peak:
     torch_version: str
     numpy_version: str
     jax_version: str | None  # jax, where installed, joins the libraries measured
+    hardware: str  # `hardware_key`: a cpu of another family or ISA under the same host name is measured afresh
+    disturbed: bool = False  # the machine was busy while it was measured: not a ceiling to read against
+    state: str = ""  # the machine's state before and after measuring, as `MachineState.describe` puts it
 
     @property
     def key(self) -> str:
@@ -104,6 +115,7 @@ def measure_peak(device: str, dtype: str, problem: Problem = Problem(), min_seco
         torch_version=torch.__version__,
         numpy_version=np.__version__,
         jax_version=jax_version(),
+        hardware=hardware_identity()["hardware"],
     )
 
 
@@ -117,22 +129,43 @@ def cache_path(cache_dir: Path) -> Path:
     return cache_dir / f"peak-{host_name()}.json"
 
 
-def cached_peaks(cache_dir: Path, devices: list[str], dtypes: list[str], refresh: bool = False) -> dict[str, Peak]:
-    """Peaks by `device/dtype`, measured only where the cache lacks a match for this setup."""
+def _setup(peak: Peak) -> tuple:
+    return peak.hardware, peak.torch_threads, peak.numpy_threads, peak.torch_version, peak.numpy_version, peak.jax_version
+
+
+def current_setup() -> tuple:
+    return (hardware_identity()["hardware"], torch.get_num_threads(), numpy_threads(), torch.__version__,
+            np.__version__, jax_version())
+
+
+def cached_peaks(cache_dir: Path, devices: list[str], dtypes: list[str], refresh: bool = False,
+                 state: Callable[[Path], MachineState] = machine_state) -> dict[str, Peak]:
+    """Peaks by `device/dtype`, measured only where the cache lacks a match for this setup.
+
+    What is measured is cached only when the machine was quiet before and after (`state`)."""
     path = cache_path(cache_dir)
     try:
         stored = {k: Peak(**v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
     except (OSError, ValueError, TypeError):
         stored = {}  # no cache, or one from another version: measure afresh
-    peaks = {}
+    stored = {k: v for k, v in stored.items() if not v.disturbed}
+    peaks, measured = {}, {}
     for device in devices:
         for dtype in dtypes:
             old = stored.get(f"{device}/{dtype}")
-            current = (torch.get_num_threads(), numpy_threads(), torch.__version__, np.__version__, jax_version())
-            if refresh or old is None or (old.torch_threads, old.numpy_threads, old.torch_version,
-                                          old.numpy_version, old.jax_version) != current:
-                old = measure_peak(device, dtype)
-            peaks[old.key] = old
-    stored.update(peaks)
-    write_atomically(path, json.dumps({k: asdict(v) for k, v in sorted(stored.items())}, indent=1) + "\n")
-    return peaks
+            if refresh or old is None or _setup(old) != current_setup():
+                measured[f"{device}/{dtype}"] = None
+            else:
+                peaks[old.key] = old
+    if measured:
+        before = state(cache_dir)
+        fresh = [measure_peak(*key.split("/")) for key in measured]
+        after = state(cache_dir)
+        disturbed = before.busy or after.busy
+        for peak in fresh:
+            peaks[peak.key] = replace(peak, disturbed=disturbed,
+                                      state=f"before: {before.describe()}; after: {after.describe()}")
+        if not disturbed:
+            stored.update({peak.key: peaks[peak.key] for peak in fresh})
+            write_atomically(path, json.dumps({k: asdict(v) for k, v in sorted(stored.items())}, indent=1) + "\n")
+    return {key: peaks[key] for key in sorted(peaks)}

@@ -3,8 +3,9 @@
 summary.csv     the tidy table itself
 comparison.csv  per run, device, phase, dtype and size: each variant's median, ranked, with its
                 speedup over the baseline variant on the same run's cpu
-devices.csv     per variant, phase, dtype and size: each accelerator's speedup over each cpu
-                measured (across machines too, when runs from several machines are given)
+devices.csv     per variant, phase, dtype and size: each accelerator's speedup over the cpu of its
+                own run, or, where its run has none, over each cpu measured in other runs
+                (`same_run` false: across machines too, when runs from several machines are given)
 report.md       these tables, the harness overhead per device, and a bar chart per phase
 """
 
@@ -62,7 +63,10 @@ def comparison(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, baseline_n
 
 
 def devices(table: pd.DataFrame) -> pd.DataFrame:
-    """Each accelerator row against each cpu row of the same variant, phase, dtype and size."""
+    """Each accelerator row against the cpu rows of the same variant, phase, dtype and size.
+
+    The cpu of the accelerator's own run when that run measured it (`same_run` true); only where it
+    did not, the cpus of other runs (`same_run` false: another moment, perhaps another machine)."""
     rows = phase_rows(table)
     keep = ["run_id", "machine", "device_name", "median_s", *CASE]
     cpu = rows[rows["device"] == "cpu"][keep]
@@ -70,7 +74,10 @@ def devices(table: pd.DataFrame) -> pd.DataFrame:
     pairs = cpu.merge(accelerated, on=CASE, suffixes=("_cpu", "_accel"))
     if pairs.empty:
         return pd.DataFrame(columns=[*CASE, "cpu_run_id", "cpu_name", "cpu_median_s", "accel_run_id",
-                                     "accel_device", "accel_name", "accel_median_s", "accel_speedup"])
+                                     "accel_device", "accel_name", "accel_median_s", "accel_speedup", "same_run"])
+    pairs["same_run"] = pairs["run_id_cpu"] == pairs["run_id_accel"]
+    has_own_cpu = pairs.groupby([*CASE, "run_id_accel", "device"])["same_run"].transform("any")
+    pairs = pairs[pairs["same_run"] | ~has_own_cpu]
     out = pd.DataFrame({
         **{c: pairs[c] for c in CASE},
         "cpu_run_id": pairs["run_id_cpu"],
@@ -82,6 +89,7 @@ def devices(table: pd.DataFrame) -> pd.DataFrame:
         "accel_median_s": pairs["median_s_accel"],
     })
     out["accel_speedup"] = out["cpu_median_s"] / out["accel_median_s"]
+    out["same_run"] = pairs["same_run"]
     return out.sort_values([*CASE, "cpu_run_id", "accel_run_id"]).reset_index(drop=True)
 
 
@@ -204,7 +212,7 @@ class Report:
             view = self.devices.assign(cpu_us=self.devices["cpu_median_s"] * 1e6,
                                        accel_us=self.devices["accel_median_s"] * 1e6)
             view = view[["variant", "phase", "dtype", "size", "cpu_name", "cpu_us", "accel_name", "accel_us",
-                         "accel_speedup"]]
+                         "accel_speedup", "same_run"]]
             parts += [f"{h2} Accelerator over cpu",
                       markdown_table(view, {"cpu_us": "{:.1f}", "accel_us": "{:.1f}", "accel_speedup": "{:.2f}"})]
         if not self.overhead.empty:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twolayer.canary import DISTURBED_CANARY_RATIO, canary_reference
+
 NOISY_IQR_FRACTION = 0.10  # torch.utils.benchmark warns above this IQR/median too
-# A canary this much slower than the run's usual one means the machine itself was slowed.
-DISTURBED_CANARY_RATIO = 1.15
 
 REQUIRED_EXTRA_INFO = ("variant", "phase", "device", "device_name", "dtype", "size", "flops",
                        "torch_threads", "numpy_threads")
@@ -25,11 +25,15 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "dtype_mode",
     "size", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "canary_ratio", "disturbed", "compile_s", "flops", "gflops", "peak_gflops",
-    "pct_of_peak", "floor_s", "torch_threads", "numpy_threads", "torch_version", "numpy_version", "cuda_version",
-    "torch_blas", "numpy_blas", "cpu_model", "gpu_model", "python_version", "suite_version", "benchmark",
+    "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "load_avg_1m",
+    "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s", "torch_threads",
+    "numpy_threads", "torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model",
+    "hardware", "cpu_isa", "gpu_model", "gpu_capability", "python_version", "suite_version", "interrupted",
+    "benchmark",
 )
-KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "size")
+KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "dtype_mode", "size")
+# Statistics recomputed from the pooled raw timings when a benchmark ran in several passes.
+POOLED = ("median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds")
 
 
 class ResultsError(ValueError):
@@ -77,6 +81,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
     for bench in run["benchmarks"]:
         extra, stats = bench["extra_info"], bench["stats"]
         median = float(stats["median"])
+        peak = peaks.get(f"{extra['device']}/{extra['dtype']}") or {}
         rows.append({
             "run_id": run_id,
             "machine": machine.get("twolayer_host") or machine.get("node"),
@@ -103,8 +108,17 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "iqr_fraction": float(stats["iqr"]) / median if median > 0 else np.nan,
             "compile_s": extra.get("compile_s"),  # one-off, untimed: compilation or graph capture
             "canary_s": max((extra[k] for k in ("canary_before_s", "canary_after_s") if extra.get(k)), default=np.nan),
+            # the lowest canary of the run: the run's own calm, for the reference when no quiet one is known
+            "canary_low_s": min((extra[k] for k in ("canary_before_s", "canary_after_s") if extra.get(k)),
+                                default=np.nan),
+            "quiet_canary_s": meta.get("quiet_canary_s"),
+            "retimed": int(extra.get("retimed") or 0),
+            "load_avg_1m": extra.get("load_avg_1m"),
+            "others_running": extra.get("others_running"),
+            "pass_index": int(extra.get("pass") or 0),
             "flops": int(extra["flops"]),
-            "peak_gflops": (peaks.get(f"{extra['device']}/{extra['dtype']}") or {}).get("square_gflops", np.nan),
+            # a peak measured on a busy machine is no ceiling: no % of peak from it
+            "peak_gflops": np.nan if peak.get("disturbed") else peak.get("square_gflops", np.nan),
             "torch_threads": extra["torch_threads"],
             "numpy_threads": extra["numpy_threads"],
             "torch_version": machine.get("torch_version"),
@@ -113,13 +127,56 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "torch_blas": machine.get("torch_blas"),
             "numpy_blas": machine.get("numpy_blas"),
             "cpu_model": machine.get("cpu_model"),
+            "hardware": machine.get("hardware"),
+            "cpu_isa": machine.get("cpu_isa"),
             "gpu_model": machine.get("gpu_model"),
+            "gpu_capability": machine.get("gpu_capability"),
             "python_version": machine.get("python_version"),
             "suite_version": extra.get("suite_version"),
+            "interrupted": bool(meta.get("interrupted")),
             "benchmark": bench.get("name"),
             "raw_s": tuple(stats.get("data") or ()),
         })
     return rows
+
+
+def judge_canaries(rows: pd.DataFrame) -> pd.DataFrame:
+    """`canary_ratio` and `disturbed` per benchmark (and pass): its slower canary over the reference,
+    the lower of the run's usual canary and the machine's known quiet one recorded with the run."""
+    rows = rows.copy()
+    rows["canary_ratio"] = np.nan
+    for _, group in rows.groupby(["run_id", "machine"], sort=False):
+        quiet = group["quiet_canary_s"].dropna()
+        reference = canary_reference(list(group["canary_s"]), float(quiet.iloc[0]) if len(quiet) else None)
+        rows.loc[group.index, "canary_ratio"] = group["canary_s"] / reference
+    rows["disturbed"] = rows["canary_ratio"] > DISTURBED_CANARY_RATIO
+    return rows
+
+
+def pool_passes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per benchmark: the passes of a `--repeat` run pooled, with `pass_spread` (the largest
+    pass median over the smallest: the honest "will I see this number again" figure)."""
+    out = []
+    for _, group in rows.groupby(list(KEY), sort=False, dropna=False):
+        first = group.iloc[0].to_dict()
+        first["passes"] = len(group)
+        first["raw_passes"] = tuple(group["raw_s"])
+        first["pass_spread"] = group["median_s"].max() / group["median_s"].min() if len(group) > 1 else np.nan
+        if len(group) > 1:
+            raw = np.concatenate([np.asarray(r, dtype=float) for r in group["raw_s"]])
+            if raw.size:
+                q1, q3 = np.percentile(raw, [25, 75])
+                first |= {"median_s": float(np.median(raw)), "iqr_s": float(q3 - q1), "mean_s": float(raw.mean()),
+                          "stddev_s": float(raw.std(ddof=1)) if raw.size > 1 else 0.0, "min_s": float(raw.min()),
+                          "max_s": float(raw.max()), "rounds": int(raw.size), "raw_s": tuple(raw)}
+            first["iqr_fraction"] = first["iqr_s"] / first["median_s"] if first["median_s"] > 0 else np.nan
+            first["canary_ratio"] = group["canary_ratio"].max()
+            first["disturbed"] = bool(group["disturbed"].any())
+            first["retimed"] = int(group["retimed"].max())
+            first["load_avg_1m"] = group["load_avg_1m"].max()
+            first["others_running"] = group["others_running"].max()
+        out.append(first)
+    return pd.DataFrame(out)
 
 
 def load_runs(paths: list[Path]) -> pd.DataFrame:
@@ -129,16 +186,14 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     rows = []
     for path in paths:
         rows.extend(run_rows(read_run(Path(path)), Path(path)))
-    table = pd.DataFrame(rows)
-    table["noisy"] = table["iqr_fraction"] > NOISY_IQR_FRACTION
-    usual_canary = table.groupby(["run_id", "machine"])["canary_s"].transform("median")
-    table["canary_ratio"] = table["canary_s"] / usual_canary
-    table["disturbed"] = table["canary_ratio"] > DISTURBED_CANARY_RATIO
-    table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
-    table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
-    table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
-    duplicated = table.duplicated(list(KEY))
+    table = judge_canaries(pd.DataFrame(rows))
+    duplicated = table.duplicated([*KEY, "pass_index"])
     if duplicated.any():
         first = table[duplicated].iloc[0]
         raise ResultsError(f"run {first['run_id']} is given twice (benchmark {first['benchmark']})")
-    return table[[*COLUMNS, "raw_s"]]
+    table = pool_passes(table)
+    table["noisy"] = table["iqr_fraction"] > NOISY_IQR_FRACTION
+    table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
+    table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
+    table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
+    return table[[*COLUMNS, "raw_s", "raw_passes"]]
