@@ -168,6 +168,38 @@ def print_verdicts(table, path: Path, threshold_pct: float) -> None:
           f"{threshold_pct:g}% (95% interval of the median ratio)")
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from twolayer.canary import machine_state
+    from twolayer.environment import PROJECT_ROOT
+    from twolayer.gate import GateError, GateOptions, run_gate
+
+    base_tree, head_tree = Path(args.base_tree), Path(args.head) if args.head else PROJECT_ROOT
+    for tree in (base_tree, head_tree):
+        if not tree.is_dir():
+            raise UsageError(f"{tree}: no such directory")
+    out = Path(args.out)
+    options = GateOptions(threshold=args.threshold / 100, block_s=args.block_ms / 1000, budget_s=args.budget_s,
+                          retimes=args.retimes, processes=args.processes)
+    selection = {"variants": args.variants, "devices": args.devices, "phases": args.phases, "dtypes": args.dtypes,
+                 "sizes": args.sizes, "threads": args.threads}
+    if args.threads is not None:
+        set_threads(args.threads)
+    state = machine_state(Path("results"))
+    if state.busy:
+        print(f"twolayer gate: note: the machine is busy ({state.describe()}); the paired timing cancels steady load, "
+              "and a benchmark it cannot decide is reported inconclusive", file=sys.stderr, flush=True)
+    try:
+        table, warnings = run_gate(base_tree, head_tree, out, selection, options)
+    except GateError as error:
+        print(f"twolayer gate: error: {error}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"twolayer gate: warning: {warning}", file=sys.stderr)
+    print_verdicts(table, out / "compare.csv", args.threshold)
+    print(f"gate: {out / 'gate.md'} (Markdown for a pull request), {out / 'gate.json'} (every pair)")
+    return 1 if (table["verdict"] == "slower").any() else 0
+
+
 def cmd_peak(args: argparse.Namespace) -> int:
     devices = split_list(args.devices) or tuple(available_devices())
     dtypes = split_list(args.dtypes)
@@ -277,6 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help="percent slowdown tolerated (default: 10)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
     comparing.set_defaults(handler=cmd_compare)
+
+    gating = commands.add_parser(
+        "gate", help="paired, interleaved timing of two checkouts; exit 1 when the head is significantly slower")
+    gating.add_argument("base_tree", metavar="BASE_TREE", help="a checkout of the base commit (a git worktree)")
+    gating.add_argument("--head", help="the checkout under test (default: this one)")
+    gating.add_argument("--variants", help="comma-separated (default: all)")
+    gating.add_argument("--devices", help="comma-separated (default: every one present)")
+    gating.add_argument("--phases", help="comma-separated (default: all)")
+    gating.add_argument("--dtypes", help="comma-separated (default: float32)")
+    gating.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
+    gating.add_argument("--threads", type=positive_int, help="torch and BLAS threads on both sides")
+    gating.add_argument("--threshold", type=positive_float, default=10.0, help="percent tolerated (default: 10)")
+    gating.add_argument("--budget-s", type=positive_float, default=1.0,
+                        help="seconds of timing per side and benchmark (default: 1)")
+    gating.add_argument("--block-ms", type=positive_float, default=20.0,
+                        help="milliseconds of rounds per block; blocks alternate between the sides (default: 20)")
+    gating.add_argument("--retimes", type=non_negative_int, default=2,
+                        help="extra timings for a benchmark whose interval straddles the threshold (default: 2)")
+    gating.add_argument("--processes", type=positive_int, default=6,
+                        help="worker processes per side; instances go round them (default: 6)")
+    gating.add_argument("--out", default="results/gate", help="where compare.csv, gate.md and gate.json go")
+    gating.set_defaults(handler=cmd_gate)
 
     peaking = commands.add_parser("peak", help="measure the matmul peak (GFLOP/s) of each device and dtype")
     peaking.add_argument("--devices", help="comma-separated (default: every one present)")

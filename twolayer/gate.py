@@ -1,0 +1,377 @@
+"""`twolayer gate`: paired, interleaved A/B timing of two checkouts, and a verdict that holds on a
+busy machine.
+
+Timing base and head in separate runs compares two moments of a shared machine as much as two
+commits: a co-tenant's burst during one run reads as a regression. Here each side runs in its own
+worker process (`twolayer.gate_worker`, from its own tree), and the driver alternates short blocks
+of rounds of the same benchmark between them (20 ms by default; ABBA order, so neither side always
+goes first) until each side has spent its budget. A burst longer than a block lands on both sides
+of a pair, and the pair's ratio cancels it. Each side also builds the benchmark afresh, at a
+shifted heap address, every two pairs (an "instance"; see `gate_worker`): where arrays lie in
+memory moves a short phase by up to 25%, and one build per side would compare two layouts. And
+as pyperf found, the process itself is a unit of noise: two processes of identical code time
+numpy_manual's `step` up to 12% apart, steadily. So each side runs in several worker processes
+(6 by default), and the instances of a benchmark go round them.
+
+The statistic comes from the pairs: per pair, the ratio of the block medians (head / base); per
+instance, the mean of its pairs' log-ratios; the estimate is the median over instances. Its 95%
+interval is a hierarchical bootstrap, process pairs drawn first and instances within them, so
+that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only). The verdict rule is `compare`'s: `slower` or `faster` only when the whole
+interval lies beyond the threshold, `unchanged` only when it lies within it. An interval that
+straddles the threshold is retimed (more pairs, pooled with the first) a bounded number of times;
+if it still cannot decide, the verdict is `inconclusive` and the reason is printed, with the
+machine's load and canary, rather than a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from twolayer.compare import CONFIDENCE, RatioInterval, bca_interval, bootstrap_medians, straddle_reason, verdict
+from twolayer.files import write_all_atomically
+from twolayer.gate_worker import PROTOCOL
+
+PAIRED = "paired-blocks"
+WILD_PAIR = math.log(1.5)  # a pair whose ratio is this far from the median was hit on one side only
+
+
+class GateError(Exception):
+    """A worker that cannot start, or answers with an error: reported in one line."""
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    threshold: float = 0.10  # a slowdown beyond 10% fails the gate
+    block_s: float = 0.02  # a block of rounds: short enough that a burst spans both sides of a pair
+    budget_s: float = 1.0  # wall seconds per side and benchmark, setups included
+    pairs_per_instance: int = 2  # AB then BA from each build: the order's bias cancels within an instance
+    min_instances: int = 8  # fewer give BCa too little to work with
+    max_instances: int = 200  # per timing: the budget ends a fast benchmark's instances long before this
+    max_block_rounds: int = 1000
+    processes: int = 6  # worker processes per side: the process is a unit of noise (pyperf spawns 20)
+    retimes: int = 2  # extra timings, pooled, for a benchmark whose interval straddles the threshold
+
+
+class Side(Protocol):
+    """What the pairing needs of a side: a real worker process or a scripted one in the tests."""
+
+    def request(self, op: str, **fields) -> dict: ...
+
+
+class WorkerProcess:
+    """A `twolayer.gate_worker` process running the code of `tree`."""
+
+    def __init__(self, name: str, tree: Path, log: Path) -> None:
+        self.name, self.tree = name, tree
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log, "w", encoding="utf-8")
+        self.process = subprocess.Popen([sys.executable, "-m", "twolayer.gate_worker"], cwd=tree, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                        bufsize=1)
+
+    def request(self, op: str, **fields) -> dict:
+        try:
+            self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise GateError(f"the {self.name} worker ({self.tree}) exited; its log is {self.log.name}")
+        reply = json.loads(line)
+        if not reply.pop("ok"):
+            raise GateError(f"the {self.name} worker ({self.tree}): {op}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+        finally:
+            self.log.close()
+
+
+@dataclass
+class Pairs:
+    """The block medians of one benchmark, pair by pair (with the instance each pair was timed on),
+    and every per-call value of each side."""
+
+    base: list[float] = field(default_factory=list)
+    new: list[float] = field(default_factory=list)
+    instance: list[int] = field(default_factory=list)
+    process: list[int] = field(default_factory=list)  # which pair of worker processes timed it
+    base_values: list[float] = field(default_factory=list)
+    new_values: list[float] = field(default_factory=list)
+
+    @property
+    def log_ratios(self) -> np.ndarray:
+        return np.log(np.asarray(self.new) / np.asarray(self.base))
+
+    def instance_log_ratios(self) -> pd.Series:
+        """Per instance, the mean log-ratio of its pairs, indexed by (process, instance)."""
+        frame = pd.DataFrame({"log": self.log_ratios, "process": self.process, "instance": self.instance})
+        return frame.groupby(["process", "instance"])["log"].mean()
+
+    def interval(self, seed: int = 0) -> RatioInterval:
+        logs = self.instance_log_ratios()
+        estimate = float(np.exp(np.median(logs)))
+        by_process = [group.to_numpy() for _, group in logs.groupby(level="process")]
+        if len(by_process) < 2:  # one process pair: BCa over its instances
+            low, high = bca_interval((logs.to_numpy(),), lambda sample, axis=-1: np.median(sample, axis=axis), seed)
+        else:
+            medians = bootstrap_medians(by_process, np.random.default_rng(seed))
+            tail = (1 - CONFIDENCE) / 2 * 100
+            low, high = np.percentile(medians, [tail, 100 - tail])
+        return RatioInterval(estimate, float(np.exp(low)), float(np.exp(high)), PAIRED)
+
+    def wild_fraction(self) -> float:
+        logs = self.log_ratios
+        return float(np.mean(np.abs(logs - np.median(logs)) > WILD_PAIR)) if logs.size else 0.0
+
+
+def block_rounds(probe_round_s: float, options: GateOptions) -> int:
+    return int(min(max(round(options.block_s / max(probe_round_s, 1e-9)), 1), options.max_block_rounds))
+
+
+def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, process: int, options: GateOptions,
+                  pairs: Pairs, spent: dict[str, float], clock: Callable[[], float] = time.perf_counter) -> None:
+    """`pairs_per_instance` pairs of blocks of `rounds` rounds, alternating AB, BA, ...; adds each
+    side's wall time (setups included) to `spent`."""
+    for count in range(options.pairs_per_instance):
+        order = (("base", base), ("new", new)) if count % 2 == 0 else (("new", new), ("base", base))
+        medians = {}
+        for name, side in order:
+            start = clock()
+            values = side.request("measure", case=case, metric="time_s", rounds=rounds)["values"]
+            spent[name] += clock() - start
+            medians[name] = float(np.median(values))
+            (pairs.base_values if name == "base" else pairs.new_values).extend(values)
+        pairs.base.append(medians["base"])
+        pairs.new.append(medians["new"])
+        pairs.instance.append(instance)
+        pairs.process.append(process)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: dict
+    verdict: str
+    interval: RatioInterval
+    pairs: int
+    block_rounds: int
+    timings: int  # 1 + the retimes it took
+    reason: str
+    base_median_s: float
+    new_median_s: float
+    wild_fraction: float
+    machine_before: dict
+    machine_after: dict
+    pair_medians_s: dict
+
+
+def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOptions,
+              clock: Callable[[], float] = time.perf_counter) -> CaseResult:
+    """Time instances (a fresh build on each side, then a few pairs), going round the pairs of
+    worker processes, until each side has spent its budget; retime, pooling, while the interval
+    cannot decide; release every side."""
+    pairs = Pairs()
+    timings, instance, rounds = 0, 0, 1
+    before: dict = {}
+    while True:
+        spent = {"base": 0.0, "new": 0.0}
+        count = 0
+        while count < options.max_instances and (count < max(options.min_instances, 2 * len(bases))
+                                                 or min(spent.values()) < options.budget_s):
+            process = instance % len(bases)
+            base, new = bases[process], news[process]
+            start = clock()
+            probes = [side.request("prepare", case=case["id"], instance=instance)["probe_round_s"]
+                      for side in (base, new)]
+            spent["base"] += (clock() - start) / 2
+            spent["new"] += (clock() - start) / 2
+            if instance == 0:
+                # fixed for the case, every block alike; the faster probe, since a burst only slows one
+                rounds = block_rounds(min(probes), options)
+                before = base.request("canary")
+            if instance < len(bases):  # a block each, discarded: every process starts warm
+                for side in (base, new):
+                    side.request("measure", case=case["id"], metric="time_s", rounds=rounds)
+            time_instance(base, new, case["id"], rounds, instance, process, options, pairs, spent, clock)
+            instance, count = instance + 1, count + 1
+        timings += 1
+        interval = pairs.interval()
+        decided = verdict(interval, options.threshold)
+        if decided != "inconclusive" or timings > options.retimes:
+            break
+    after = bases[0].request("canary")
+    for side in (*bases, *news):
+        side.request("release", case=case["id"])
+    reason = ""
+    if decided == "inconclusive":
+        reason = (f"{straddle_reason(interval, options.threshold)} after {timings} timings, {instance} instances, "
+                  f"{len(pairs.base)} pairs ({pairs.wild_fraction():.0%} of pairs hit on one side only); machine: "
+                  f"{describe_machine(after)}")
+    return CaseResult(case=case, verdict=decided, interval=interval, pairs=len(pairs.base), block_rounds=rounds,
+                      timings=timings, reason=reason, base_median_s=float(np.median(pairs.base_values)),
+                      new_median_s=float(np.median(pairs.new_values)), wild_fraction=pairs.wild_fraction(),
+                      machine_before=before, machine_after=after,
+                      pair_medians_s={"base": pairs.base, "new": pairs.new, "instance": pairs.instance,
+                                      "process": pairs.process})
+
+
+def describe_machine(state: dict) -> str:
+    parts = [f"canary {state['canary_s'] * 1e6:.0f} us"]
+    if state.get("load_avg_1m") is not None:
+        parts.append(f"load average {state['load_avg_1m']:.2f}")
+    if state.get("others_running") is not None:
+        parts.append(f"{state['others_running']} other threads runnable")
+    return ", ".join(parts)
+
+
+MATCH = ("device", "variant", "phase", "dtype", "dtype_mode", "size")
+
+
+def matched_cases(base_cases: list[dict], new_cases: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The runnable cases both sides have (by what they time, not by test id), and those in one only."""
+    key = lambda case: tuple(case[k] for k in MATCH)  # noqa: E731
+    base_keys = {key(c): c for c in base_cases if not c["skip"]}
+    new_keys = {key(c): c for c in new_cases if not c["skip"]}
+    both = [{**new_keys[k], "base_id": base_keys[k]["id"]} for k in new_keys if k in base_keys]
+    return (both, [c for k, c in base_keys.items() if k not in new_keys],
+            [c for k, c in new_keys.items() if k not in base_keys])
+
+
+class Remapped:
+    """A side whose case ids differ from the driver's (a test id renamed between commits)."""
+
+    def __init__(self, side: Side, ids: dict[str, str]) -> None:
+        self.side, self.ids = side, ids
+
+    def request(self, op: str, **fields) -> dict:
+        if "case" in fields:
+            fields["case"] = self.ids.get(fields["case"], fields["case"])
+        return self.side.request(op, **fields)
+
+
+def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list[dict], base_commit: str,
+                new_commit: str, threshold: float) -> pd.DataFrame:
+    """compare.csv's columns (so `compare`'s readers read the gate too), plus what the pairing saw."""
+    rows = []
+    for r in results:
+        rows.append({**{k: r.case[k] for k in MATCH}, "base_median_s": r.base_median_s,
+                     "new_median_s": r.new_median_s, "ratio": r.interval.ratio, "ratio_low": r.interval.low,
+                     "ratio_high": r.interval.high, "interval_kind": PAIRED, "reason": r.reason, "verdict": r.verdict,
+                     "pairs": r.pairs, "block_rounds": r.block_rounds, "timings": r.timings,
+                     "wild_pairs": r.wild_fraction, "canary_before_s": r.machine_before["canary_s"],
+                     "canary_after_s": r.machine_after["canary_s"],
+                     "load_avg_1m": r.machine_before.get("load_avg_1m"),
+                     "others_running": r.machine_before.get("others_running")})
+    for cases, name in ((only_base, "only_in_base"), (only_new, "only_in_new")):
+        rows += [{**{k: c[k] for k in MATCH}, "verdict": name} for c in cases]
+    out = pd.DataFrame(rows)
+    out.insert(0, "new_run_id", new_commit)
+    out.insert(0, "base_run_id", base_commit)
+    out["threshold"] = threshold
+    return out
+
+
+def gate_markdown(table: pd.DataFrame, threshold: float) -> str:
+    """The verdicts as a Markdown table, changed benchmarks first: for a pull-request comment."""
+    order = {"slower": 0, "faster": 1, "inconclusive": 2, "unchanged": 3, "only_in_base": 4, "only_in_new": 5}
+    view = table.assign(_order=table["verdict"].map(order)).sort_values(["_order", *MATCH])
+    lines = [f"### twolayer gate: {table['new_run_id'].iloc[0]} against {table['base_run_id'].iloc[0]}", "",
+             f"Paired, interleaved timing (ratio = head / base, 95% BCa interval over pairs); threshold "
+             f"{threshold:.0%}.", "",
+             "| verdict | device | variant | phase | dtype | size | base us | head us | ratio | interval | pairs |",
+             "|---|---|---|---|---|---|---:|---:|---:|---|---:|"]
+    for row in view.itertuples():
+        if row.verdict.startswith("only_in"):
+            lines.append(f"| {row.verdict} | {row.device} | {row.variant} | {row.phase} | {row.dtype} | {row.size} "
+                         "| | | | | |")
+            continue
+        lines.append(f"| {row.verdict} | {row.device} | {row.variant} | {row.phase} | {row.dtype} | {row.size} | "
+                     f"{row.base_median_s * 1e6:.1f} | {row.new_median_s * 1e6:.1f} | {row.ratio:.3f} | "
+                     f"{row.ratio_low:.3f}-{row.ratio_high:.3f} | {row.pairs} |")
+    reasons = [f"- {row.device} {row.variant} {row.phase}: {row.reason}" for row in view.itertuples()
+               if isinstance(row.reason, str) and row.reason]
+    return "\n".join(lines + ([""] + reasons if reasons else [])) + "\n"
+
+
+def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int) -> tuple[list, list, dict, dict]:
+    """`processes` workers per side, each checked to run its own tree's code and our protocol."""
+    started: list[WorkerProcess] = []
+    try:
+        for index in range(processes):
+            started.append(WorkerProcess("base", base_tree, out / "logs" / f"worker-base-{index}.log"))
+            started.append(WorkerProcess("head", new_tree, out / "logs" / f"worker-head-{index}.log"))
+        hellos = []
+        for side in started:
+            hello = side.request("hello")
+            if hello.get("protocol") != PROTOCOL:
+                raise GateError(f"the {side.name} worker speaks protocol {hello.get('protocol')}, this driver "
+                                f"{PROTOCOL}")
+            if Path(hello["root"]).resolve() != side.tree.resolve():
+                raise GateError(f"the {side.name} worker ran the twolayer of {hello['root']}, not of {side.tree}")
+            hellos.append(hello)
+    except BaseException:
+        for side in started:
+            side.close()
+        raise
+    return started[0::2], started[1::2], hellos[0], hellos[1]
+
+
+def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, options: GateOptions,
+             progress: Callable[[str], None] = print) -> tuple[pd.DataFrame, list[str]]:
+    """Gate every benchmark both trees can run; write compare.csv, gate.json and gate.md to `out`.
+    Returns the table and the provenance warnings."""
+    if not (new_tree / "twolayer" / "gate_worker.py").is_file() or not (base_tree / "twolayer").is_dir():
+        raise GateError(f"{base_tree if (new_tree / 'twolayer').is_dir() else new_tree} holds no twolayer checkout")
+    if not (base_tree / "twolayer" / "gate_worker.py").is_file():
+        raise GateError(f"the base tree {base_tree} predates the paired gate (no twolayer/gate_worker.py)")
+    bases, news, base_hello, new_hello = start_sides(base_tree, new_tree, out, options.processes)
+    try:
+        base_cases = [side.request("cases", **selection)["cases"] for side in bases][0]
+        new_cases = [side.request("cases", **selection)["cases"] for side in news][0]
+        both, only_base, only_new = matched_cases(base_cases, new_cases)
+        if not both:
+            raise GateError("the two trees share no benchmark that can run here: nothing to compare")
+        base_sides = [Remapped(side, {c["id"]: c["base_id"] for c in both}) for side in bases]
+        results = []
+        for index, case in enumerate(both, 1):
+            result = gate_case(base_sides, news, case, options)
+            results.append(result)
+            progress(f"[{index}/{len(both)}] {result.verdict:<12} {case['id']}: {result.interval.ratio:.3f} "
+                     f"({result.interval.low:.3f}-{result.interval.high:.3f}), {result.pairs} pairs of "
+                     f"{result.block_rounds} rounds, {result.timings} timing(s)")
+    finally:
+        for side in (*bases, *news):
+            side.close()
+    warnings = [f"{name} differs: {base_hello['machine'].get(name)} vs {new_hello['machine'].get(name)}"
+                for name in ("torch_version", "numpy_version", "torch_threads", "numpy_threads", "hardware")
+                if base_hello["machine"].get(name) != new_hello["machine"].get(name)]
+    table = result_rows(results, only_base, only_new, (base_hello["commit"] or "base")[:12],
+                        (new_hello["commit"] or "head")[:12], options.threshold)
+    record = {"options": asdict(options), "selection": selection, "base": base_hello, "head": new_hello,
+              "benchmarks": [{"case": r.case, "verdict": r.verdict, "pair_medians_s": r.pair_medians_s,
+                              "machine_before": r.machine_before, "machine_after": r.machine_after}
+                             for r in results]}
+    write_all_atomically({out / "compare.csv": table.to_csv(index=False),
+                          out / "gate.json": json.dumps(record, separators=(",", ":")) + "\n",
+                          out / "gate.md": gate_markdown(table, options.threshold)})
+    return table, warnings
