@@ -1,0 +1,190 @@
+"""A busy machine, scripted: the quiet reference, the flags, the warning before timing, retiming,
+`--repeat` passes, and the dtype-mode key. No real timing is asserted."""
+
+import json
+
+import pandas as pd
+import pytest
+from synthetic_runs import bench, constant, write_run
+
+from twolayer import canary as canary_module
+from twolayer import run as run_module
+from twolayer.canary import MachineState, known_quiet_canary, machine_load, remember_quiet_canary
+from twolayer.cli import main
+from twolayer.compare import compare_tables
+from twolayer.report import build_report
+from twolayer.results import load_runs
+from twolayer.run import RunOptions, disturbed_benchmarks, retime_disturbed
+
+QUIET = MachineState(canary_s=100e-6, quiet_s=100e-6, load_avg_1m=0.1, others_running=0)
+BUSY = MachineState(canary_s=40e-3, quiet_s=100e-6, load_avg_1m=2.0, others_running=2)
+
+
+def with_canary(entry, before, after, **extra):
+    entry["extra_info"].update(canary_before_s=before, canary_after_s=after, **extra)
+    entry["fullname"] = "bench/test_phases.py::" + entry["name"]
+    return entry
+
+
+def busy_run(tmp_path, quiet_canary_s):
+    """Every benchmark timed while both cores were busy: all canaries ~400x the quiet one."""
+    path = write_run(tmp_path / "busy.json", [
+        with_canary(bench(v, p, constant(40e-3)), 40e-3, 41e-3) for v in ("numpy_manual", "torch_manual")
+        for p in ("forward", "step")])
+    run = json.loads(path.read_text())
+    run["twolayer"]["quiet_canary_s"] = quiet_canary_s
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_a_run_slowed_from_start_to_finish_is_flagged_against_the_quiet_reference(tmp_path):
+    table = load_runs([busy_run(tmp_path, quiet_canary_s=100e-6)])
+    assert table["disturbed"].all()
+    assert table["canary_ratio"].min() == pytest.approx(410)  # the slower canary, 41 ms, over the quiet 0.1 ms
+    text = build_report(table, charts=False).markdown()
+    assert text.count("(disturbed) |") == 4
+
+
+def test_without_a_quiet_reference_only_the_run_itself_is_the_reference(tmp_path):
+    table = load_runs([busy_run(tmp_path, quiet_canary_s=None)])
+    assert not table["disturbed"].any()  # nothing known to compare with: why `twolayer run` learns one
+
+
+def test_the_quiet_canary_is_learned_kept_per_setup_and_only_lowered(tmp_path):
+    assert known_quiet_canary(tmp_path) is None
+    assert remember_quiet_canary(tmp_path, 120e-6)
+    assert known_quiet_canary(tmp_path) == 120e-6
+    assert not remember_quiet_canary(tmp_path, 200e-6)  # a busier moment never raises it
+    assert remember_quiet_canary(tmp_path, 100e-6)
+    assert known_quiet_canary(tmp_path) == 100e-6
+    stored = json.loads(next(tmp_path.glob("canary-*.json")).read_text())
+    stored[0]["hardware"] = "cpu AuthenticAMD/26/2/0 avx512f"  # another cpu under this host name
+    next(tmp_path.glob("canary-*.json")).write_text(json.dumps(stored))
+    assert known_quiet_canary(tmp_path) is None
+
+
+def test_a_busy_machine_is_announced_before_timing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run_module, "machine_state", lambda out: BUSY)
+    state = run_module.check_machine(RunOptions(out=tmp_path))
+    err = capsys.readouterr().err
+    assert state is BUSY
+    assert err.startswith("twolayer run: warning: the machine is busy (canary 40000 us, 400.00x its quiet 100 us")
+    assert "2 other threads runnable" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(run_module, "machine_state", lambda out: QUIET)
+    run_module.check_machine(RunOptions(out=tmp_path))
+    assert capsys.readouterr().err == ""
+
+
+def test_machine_load_counts_other_processes_not_our_own_threads(monkeypatch):
+    stats = iter(["cpu 1 2 3\nprocs_running 5\nprocs_blocked 0\n"] * 3)
+    monkeypatch.setattr(canary_module, "_own_running_threads", lambda: 2)
+    monkeypatch.setattr(canary_module.Path, "read_text",
+                        lambda self, *a, **k: "1.50 1.00 0.50 3/200 42" if self.name == "loadavg" else next(stats))
+    assert machine_load(samples=3, interval_s=0) == {"load_avg_1m": 1.5, "others_running": 3}
+
+
+def retiming_result(tmp_path):
+    calm = [with_canary(bench(v, "forward", constant(1e-4)), 100e-6, 101e-6) for v in ("numpy_manual", "torch_manual")]
+    hit = with_canary(bench("torch_optim", "forward", constant(3e-4)), 100e-6, 300e-6)  # a burst mid-benchmark
+    return {"benchmarks": [*calm, hit], "twolayer": {"quiet_canary_s": 100e-6}}
+
+
+def test_a_disturbed_benchmark_is_retimed_once_the_machine_is_calm(tmp_path):
+    result = retiming_result(tmp_path)
+    assert [b["extra_info"]["variant"] for b in disturbed_benchmarks(result)] == ["torch_optim"]
+    asked = []
+
+    def run_pytest(arguments):
+        asked.append(arguments)
+        json_path = next(a.split("=", 1)[1] for a in arguments if a.startswith("--benchmark-json="))
+        again = with_canary(bench("torch_optim", "forward", constant(1.1e-4)), 100e-6, 102e-6)
+        (tmp_path / json_path.rsplit("/", 1)[1]).write_text(json.dumps({"benchmarks": [again]}))
+        return 0
+
+    waits = []
+    retime_disturbed(result, RunOptions(out=tmp_path), tmp_path, "run", None, 100e-6, run_pytest,
+                     state=lambda out: QUIET, wait=waits.append)
+    assert len(asked) == 1 and asked[0][0].endswith("test_phase[cpu-forward-float32-64x1000x100x10-torch_optim]")
+    retimed = result["benchmarks"][2]
+    assert retimed["stats"]["median"] == pytest.approx(1.1e-4) and retimed["extra_info"]["retimed"] == 1
+    assert disturbed_benchmarks(result) == [] and waits == []
+
+
+def test_a_machine_that_stays_busy_is_waited_for_a_bounded_time_then_left_flagged(tmp_path, capsys):
+    result = retiming_result(tmp_path)
+    waits = []
+    retime_disturbed(result, RunOptions(out=tmp_path), tmp_path, "run", None, 100e-6,
+                     run_pytest=lambda arguments: pytest.fail("retimed on a busy machine"),
+                     state=lambda out: BUSY, wait=waits.append)
+    assert len(waits) == 3 and sum(waits) <= 10
+    assert "1 benchmark(s) timed on a disturbed machine stay flagged" in capsys.readouterr().err
+    assert len(disturbed_benchmarks(result)) == 1
+
+
+def test_retiming_is_bounded_and_keeps_the_calmer_timing(tmp_path):
+    result = retiming_result(tmp_path)
+    attempts = []
+
+    def still_disturbed(arguments):
+        attempts.append(arguments)
+        json_path = next(a.split("=", 1)[1] for a in arguments if a.startswith("--benchmark-json="))
+        again = with_canary(bench("torch_optim", "forward", constant(9e-4)), 100e-6, 900e-6)  # worse
+        (tmp_path / json_path.rsplit("/", 1)[1]).write_text(json.dumps({"benchmarks": [again]}))
+        return 0
+
+    retime_disturbed(result, RunOptions(out=tmp_path, retimes=2), tmp_path, "run", None, 100e-6, still_disturbed,
+                     state=lambda out: QUIET, wait=lambda s: None)
+    assert len(attempts) == 2
+    kept = result["benchmarks"][2]
+    assert kept["stats"]["median"] == pytest.approx(3e-4) and kept["extra_info"]["retimed"] == 2
+
+
+def passes(tmp_path, medians):
+    entries = []
+    for index, median in enumerate(medians, 1):
+        entry = with_canary(bench("torch_manual", "forward", constant(median, rounds=20)), 100e-6, 100e-6,
+                            **{"pass": index})
+        entry["name"] += f"-pass{index}"
+        entries.append(entry)
+    return write_run(tmp_path / "repeat.json", entries)
+
+
+def test_passes_are_pooled_into_one_row_with_their_spread(tmp_path):
+    table = load_runs([passes(tmp_path, [100e-6, 120e-6, 110e-6])])
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["passes"] == 3 and row["rounds"] == 60
+    assert row["pass_spread"] == pytest.approx(1.2)
+    assert row["median_s"] == pytest.approx(110e-6, rel=0.01)
+    assert len(row["raw_passes"]) == 3
+
+
+def test_passes_are_runs_to_compare_so_their_drift_widens_the_interval(tmp_path):
+    base = load_runs([passes(tmp_path, [100e-6, 130e-6, 100e-6])])
+    new_dir = tmp_path / "new"
+    new_dir.mkdir()
+    new = load_runs([passes(new_dir, [110e-6, 140e-6, 112e-6])]).assign(run_id="new")
+    row = compare_tables(base, new, 0.05).iloc[0]
+    assert row["interval_kind"] == "between-runs"
+    assert row["verdict"] == "inconclusive" and "straddles" in row["reason"]
+
+
+def test_disturbed_runs_are_never_pooled_into_a_verdict(tmp_path):
+    calm = write_run(tmp_path / "calm.json", [with_canary(bench("torch_manual", "forward", constant(1e-4)),
+                                                          100e-6, 100e-6)], run_id="calm")
+    busy = busy_run(tmp_path, quiet_canary_s=100e-6)
+    assert main(["compare", str(busy), str(calm), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "compare.csv").set_index(["variant", "phase"])
+    row = table.loc[("torch_manual", "forward")]
+    assert row["verdict"] == "inconclusive" and "disturbed in every base run" in row["reason"]
+    assert pd.isna(row["ratio_low"])  # no bound from timings no quiet machine produced
+
+
+def test_two_dtype_modes_of_one_run_are_two_rows_not_a_duplicate(tmp_path):
+    tutorial = bench("torch_manual", "forward", constant(1e-4))
+    tutorial["extra_info"]["dtype_mode"] = "tutorial"
+    plain = bench("torch_manual", "forward", constant(1e-4))
+    plain["extra_info"]["dtype_mode"] = "float32"
+    table = load_runs([write_run(tmp_path / "modes.json", [tutorial, plain])])
+    assert sorted(table["dtype_mode"]) == ["float32", "tutorial"]
+    assert len(build_report(table, charts=False).comparison) == 2

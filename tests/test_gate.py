@@ -1,0 +1,207 @@
+"""The paired gate: its pairing and verdicts on scripted sides (a co-tenant's bursts, a per-process
+offset, a real slowdown), the worker's protocol, and one real gate of this checkout against itself."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twolayer.cli import main
+from twolayer.environment import PROJECT_ROOT
+from twolayer.gate import GateOptions, Pairs, gate_case, matched_cases
+from twolayer.gate_worker import Worker, serve
+
+CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
+        "phase": "forward", "dtype": "float32", "dtype_mode": "float32", "size": "64x1000x100x10", "skip": None}
+
+
+class Machine:
+    """A shared clock and a co-tenant: every `measure` advances time by the block it ran; a burst
+    slows everything run while it lasts, on whichever side."""
+
+    def __init__(self, bursts=(), burst_factor=300.0, seed=0):
+        self.now, self.bursts, self.burst_factor = 0.0, bursts, burst_factor
+        self.rng = np.random.default_rng(seed)
+
+    def slowdown(self) -> float:
+        return self.burst_factor if any(start <= self.now < end for start, end in self.bursts) else 1.0
+
+    def clock(self) -> float:
+        return self.now
+
+
+class ScriptedSide:
+    """A worker whose calls take `call_s` times this process's fixed offset (the process as a unit
+    of noise) times the machine's slowdown at that moment, with 2% jitter."""
+
+    def __init__(self, machine, call_s, offset=1.0):
+        self.machine, self.call_s, self.offset = machine, call_s, offset
+        self.requests = []
+
+    def request(self, op, **fields):
+        self.requests.append((op, fields))
+        if op == "prepare":
+            return {"probe_round_s": self.call_s, "compile_s": None}
+        if op == "measure":
+            values = []
+            for _ in range(fields["rounds"]):
+                value = self.call_s * self.offset * self.machine.slowdown() * (1 + 0.02 * self.machine.rng.standard_normal())
+                self.machine.now += value
+                values.append(value)
+            return {"values": values}
+        if op == "canary":
+            return {"canary_s": 100e-6 * self.machine.slowdown(), "load_avg_1m": 1.0, "others_running": 0}
+        return {}
+
+
+def sides(machine, base_s, new_s, offsets=((1.0, 1.0),) * 4):
+    return ([ScriptedSide(machine, base_s, b) for b, _ in offsets], [ScriptedSide(machine, new_s, n) for _, n in offsets])
+
+
+OPTIONS = GateOptions(budget_s=0.2, processes=4)
+# A co-tenant that now and then holds a core: 300x bursts of 30-60 ms, about a tenth of the time.
+BURSTS = tuple((start, start + length) for start, length in zip(np.arange(0.05, 50, 0.5), np.tile([0.03, 0.06], 100)))
+
+
+def test_identical_code_under_bursts_is_unchanged():
+    machine = Machine(BURSTS)
+    bases, news = sides(machine, 100e-6, 100e-6)
+    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    assert result.verdict == "unchanged", result
+    assert 0.95 < result.interval.low <= result.interval.ratio <= result.interval.high < 1.05
+
+
+def test_a_25_percent_slowdown_under_bursts_is_slower():
+    machine = Machine(BURSTS)
+    bases, news = sides(machine, 100e-6, 125e-6)
+    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    assert result.verdict == "slower" and result.interval.low > 1.1
+    assert result.interval.ratio == pytest.approx(1.25, rel=0.03)
+
+
+def test_process_offsets_widen_the_interval_instead_of_reading_as_a_change():
+    """Two processes of identical code 15% apart, steadily (as numpy_manual's step was, 0.84): with
+    one process pair that would be a confident false `faster`; across four it is not."""
+    machine = Machine()
+    one_pair = GateOptions(budget_s=0.2, processes=1, retimes=0)
+    bases, news = sides(machine, 100e-6, 100e-6, offsets=((1.0, 0.85),))
+    assert gate_case(bases, news, CASE, one_pair, clock=machine.clock).verdict == "faster"
+    bases, news = sides(machine, 100e-6, 100e-6, offsets=((1.0, 0.85), (0.95, 1.0), (1.0, 1.06), (1.04, 1.0)))
+    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    assert result.verdict != "faster"
+    assert result.interval.low < 0.97 and result.interval.high > 1.01
+
+
+def test_an_undecidable_interval_is_retimed_a_bounded_number_of_times_then_inconclusive():
+    machine = Machine()
+    # a 10% difference sits on the threshold itself: more pairs cannot take it off
+    bases, news = sides(machine, 100e-6, 110e-6, offsets=((1.0, 0.96), (1.0, 1.04), (0.97, 1.0), (1.03, 1.0)))
+    result = gate_case(bases, news, CASE, GateOptions(budget_s=0.1, processes=4, retimes=2), clock=machine.clock)
+    assert result.verdict == "inconclusive" and result.timings == 3
+    assert "straddles the 10% threshold" in result.reason and "after 3 timings" in result.reason
+    assert "canary" in result.reason  # the machine's state is printed with it
+
+
+def test_pairs_alternate_abba_and_every_side_is_built_afresh_and_released():
+    machine = Machine()
+    bases, news = sides(machine, 100e-6, 100e-6)
+    gate_case(bases, news, CASE, GateOptions(budget_s=0.01, processes=4, retimes=0), clock=machine.clock)
+    order = []
+    for name, group in (("base", bases), ("new", news)):
+        for process, side in enumerate(group):
+            for index, (op, fields) in enumerate(side.requests):
+                order.append((name, process, op, fields.get("instance")))
+    prepared = [(n, p, i) for n, p, op, i in order if op == "prepare"]
+    instances = sorted({i for _, _, i in prepared})
+    assert len(instances) >= 8  # min_instances
+    assert {(n, i % 4) for n, p, i in prepared} == {(n, p) for n, p, i in prepared}  # round the processes
+    assert all(side.requests[-1][0] == "release" for side in (*bases, *news))
+    pairs = Pairs(base=[1.0, 1.0, 2.0], new=[1.1, 1.1, 2.2], instance=[0, 0, 1], process=[0, 0, 1])
+    assert pairs.interval().ratio == pytest.approx(1.1)
+
+
+def test_cases_are_matched_by_what_they_time_not_by_test_id():
+    renamed = {**CASE, "id": "old-id"}
+    only_base = {**CASE, "id": "b", "variant": "numpy_manual"}
+    skipped = {**CASE, "id": "s", "variant": "cuda_graph", "skip": "cuda is not available"}
+    both, base_only, new_only = matched_cases([renamed, only_base, skipped], [CASE, skipped])
+    assert both == [{**CASE, "base_id": "old-id"}] and base_only == [only_base] and new_only == []
+
+
+def converse(*requests):
+    replies = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), replies,
+          Worker(clock=iter(np.arange(0, 1000, 0.5)).__next__))
+    return [json.loads(line) for line in replies.getvalue().splitlines()]
+
+
+def test_the_worker_protocol_times_one_call_per_round_with_setup_untimed():
+    case = "cpu-forward-float32-8x16x8x2-numpy_manual"
+    hello, cases, prepared, measured, canary, released, unknown_metric, unknown_case, unknown_op = converse(
+        {"op": "hello"},
+        {"op": "cases", "variants": "numpy_manual", "devices": "cpu", "phases": "forward", "sizes": "8x16x8x2"},
+        {"op": "prepare", "case": case, "instance": 0},
+        {"op": "measure", "case": case, "metric": "time_s", "rounds": 3},
+        {"op": "canary"},
+        {"op": "release", "case": case},
+        {"op": "measure", "case": case, "metric": "instructions", "rounds": 1},
+        {"op": "measure", "case": "nope", "rounds": 1},
+        {"op": "fly"},
+        {"op": "quit"},
+        {"op": "hello"},  # after quit: never answered
+    )
+    assert hello["ok"] and hello["protocol"] == 1 and hello["metrics"] == ["time_s"]
+    assert hello["root"] == str(PROJECT_ROOT) and "hardware" in hello["machine"]
+    assert [c["id"] for c in cases["cases"]] == [case]
+    assert prepared["ok"] and prepared["probe_round_s"] == 0.5
+    assert measured["values"] == [0.5, 0.5, 0.5]  # the scripted clock ticks 0.5 s a read: one call per value
+    assert canary["ok"] and canary["canary_s"] > 0
+    assert released["ok"] and np.isfinite(released["loss"])
+    assert not unknown_metric["ok"] and "unknown metric 'instructions'" in unknown_metric["error"]
+    assert not unknown_case["ok"] and "unknown or unprepared case 'nope'" in unknown_case["error"]
+    assert not unknown_op["ok"] and "unknown op 'fly'" in unknown_op["error"]
+
+
+def test_a_real_gate_of_this_checkout_against_itself(tmp_path, capsys):
+    code = main(["gate", str(PROJECT_ROOT), "--variants", "numpy_manual", "--phases", "forward,step", "--sizes",
+                 "8x16x8x2", "--budget-s", "0.05", "--processes", "2", "--retimes", "0", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code in (0, 1)  # the verdict is the machine's to give; its shape is what is tested
+    table = pd.read_csv(tmp_path / "compare.csv")
+    assert list(table["phase"]) == ["forward", "step"]
+    assert set(table["verdict"]) <= {"unchanged", "inconclusive", "faster", "slower"}
+    assert (table["interval_kind"] == "paired-blocks").all() and (table["pairs"] >= 16).all()
+    assert (table["ratio_low"] <= table["ratio"]).all() and (table["ratio"] <= table["ratio_high"]).all()
+    record = json.loads((tmp_path / "gate.json").read_text())
+    assert record["base"]["root"] == record["head"]["root"] == str(PROJECT_ROOT)
+    assert set(record["benchmarks"][0]["pair_medians_s"]["process"]) == {0, 1}
+    assert (tmp_path / "gate.md").read_text().startswith("### twolayer gate:")
+    assert "gate.md" in out
+
+
+def test_a_base_tree_without_the_worker_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "twolayer").mkdir()
+    code = main(["gate", str(tmp_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "predates the paired gate" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "compare.csv").exists()
+
+
+def test_the_worker_keeps_stdout_for_the_protocol():
+    """A library that prints must not corrupt the replies: the worker moves stdout to stderr."""
+    script = ("import twolayer.gate_worker as worker\n"
+              "answer = worker.Worker.handle\n"
+              "def chatty(self, request):\n"
+              "    print('chatter from a library')\n"
+              "    return answer(self, request)\n"
+              "worker.Worker.handle = chatty\n"
+              "worker.main()\n")
+    done = subprocess.run([sys.executable, "-c", script], input='{"op": "fly"}\n{"op": "quit"}\n',
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [json.dumps({"ok": False, "error": "ValueError: unknown op 'fly'"})]
+    assert "chatter from a library" in done.stderr
