@@ -139,10 +139,11 @@ def current_setup() -> tuple:
 
 
 def cached_peaks(cache_dir: Path, devices: list[str], dtypes: list[str], refresh: bool = False,
-                 state: Callable[[Path], MachineState] = machine_state) -> dict[str, Peak]:
+                 state: Callable[[Path], MachineState] | None = None) -> dict[str, Peak]:
     """Peaks by `device/dtype`, measured only where the cache lacks a match for this setup.
 
     What is measured is cached only when the machine was quiet before and after (`state`)."""
+    state = state or machine_state
     path = cache_path(cache_dir)
     try:
         stored = {k: Peak(**v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
