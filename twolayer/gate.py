@@ -154,7 +154,9 @@ def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, 
     """`pairs_per_instance` pairs of blocks of `rounds` rounds, alternating AB, BA, ...; adds each
     side's wall time (setups included) to `spent`."""
     for count in range(options.pairs_per_instance):
-        order = (("base", base), ("new", new)) if count % 2 == 0 else (("new", new), ("base", base))
+        # ABBA within the instance, and BAAB in every other instance, matching the order of the
+        # builds, so that neither side is always the first timed after the other's build
+        order = (("base", base), ("new", new)) if (count + instance) % 2 == 0 else (("new", new), ("base", base))
         medians = {}
         for name, side in order:
             start = clock()
@@ -202,7 +204,7 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
             base, new = bases[process], news[process]
             start = clock()
             probes = [side.request("prepare", case=case["id"], instance=instance)["probe_round_s"]
-                      for side in (base, new)]
+                      for side in ((base, new) if instance % 2 == 0 else (new, base))]
             spent["base"] += (clock() - start) / 2
             spent["new"] += (clock() - start) / 2
             if instance == 0:
