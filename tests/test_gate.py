@@ -47,11 +47,13 @@ class ScriptedSide:
         if op == "prepare":
             return {"probe_round_s": self.call_s, "compile_s": None}
         if op == "measure":
-            values = []
+            values, begun = [], self.machine.now
             for _ in range(fields["rounds"]):
                 value = self.call_s * self.offset * self.machine.slowdown() * (1 + 0.02 * self.machine.rng.standard_normal())
                 self.machine.now += value
                 values.append(value)
+                if self.machine.now - begun >= fields["max_s"]:
+                    break
             return {"values": values}
         if op == "canary":
             return {"canary_s": 100e-6 * self.machine.slowdown(), "load_avg_1m": 1.0, "others_running": 0}
@@ -141,11 +143,12 @@ def converse(*requests):
 
 def test_the_worker_protocol_times_one_call_per_round_with_setup_untimed():
     case = "cpu-forward-float32-8x16x8x2-numpy_manual"
-    hello, cases, prepared, measured, canary, released, unknown_metric, unknown_case, unknown_op = converse(
+    hello, cases, prepared, measured, cut_short, canary, released, unknown_metric, unknown_case, unknown_op = converse(
         {"op": "hello"},
         {"op": "cases", "variants": "numpy_manual", "devices": "cpu", "phases": "forward", "sizes": "8x16x8x2"},
         {"op": "prepare", "case": case, "instance": 0},
         {"op": "measure", "case": case, "metric": "time_s", "rounds": 3},
+        {"op": "measure", "case": case, "metric": "time_s", "rounds": 10, "max_s": 2.0},
         {"op": "canary"},
         {"op": "release", "case": case},
         {"op": "measure", "case": case, "metric": "instructions", "rounds": 1},
@@ -159,6 +162,7 @@ def test_the_worker_protocol_times_one_call_per_round_with_setup_untimed():
     assert [c["id"] for c in cases["cases"]] == [case]
     assert prepared["ok"] and prepared["probe_round_s"] == 0.5
     assert measured["values"] == [0.5, 0.5, 0.5]  # the scripted clock ticks 0.5 s a read: one call per value
+    assert cut_short["values"] == [0.5, 0.5]  # 2 s allowed: the block stops at the call that passes it
     assert canary["ok"] and canary["canary_s"] > 0
     assert released["ok"] and np.isfinite(released["loss"])
     assert not unknown_metric["ok"] and "unknown metric 'instructions'" in unknown_metric["error"]

@@ -59,6 +59,7 @@ class GateOptions:
     min_instances: int = 8  # fewer give BCa too little to work with
     max_instances: int = 200  # per timing: the budget ends a fast benchmark's instances long before this
     max_block_rounds: int = 1000
+    block_stretch: float = 2.0  # a block slowed beyond this many times its planned length is cut short
     processes: int = 6  # worker processes per side: the process is a unit of noise (pyperf spawns 20)
     retimes: int = 2  # extra timings, pooled, for a benchmark whose interval straddles the threshold
 
@@ -160,7 +161,8 @@ def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, 
         medians = {}
         for name, side in order:
             start = clock()
-            values = side.request("measure", case=case, metric="time_s", rounds=rounds)["values"]
+            values = side.request("measure", case=case, metric="time_s", rounds=rounds,
+                                  max_s=options.block_s * options.block_stretch)["values"]
             spent[name] += clock() - start
             medians[name] = float(np.median(values))
             (pairs.base_values if name == "base" else pairs.new_values).extend(values)
@@ -198,7 +200,7 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
     while True:
         spent = {"base": 0.0, "new": 0.0}
         count = 0
-        while count < options.max_instances and (count < max(options.min_instances, 2 * len(bases))
+        while count < options.max_instances and (count < max(options.min_instances, len(bases))
                                                  or min(spent.values()) < options.budget_s):
             process = instance % len(bases)
             base, new = bases[process], news[process]
@@ -213,7 +215,8 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
                 before = base.request("canary")
             if instance < len(bases):  # a block each, discarded: every process starts warm
                 for side in (base, new):
-                    side.request("measure", case=case["id"], metric="time_s", rounds=rounds)
+                    side.request("measure", case=case["id"], metric="time_s", rounds=rounds,
+                                 max_s=options.block_s * options.block_stretch)
             time_instance(base, new, case["id"], rounds, instance, process, options, pairs, spent, clock)
             instance, count = instance + 1, count + 1
         timings += 1

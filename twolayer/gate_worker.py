@@ -15,8 +15,9 @@ process prints goes to stderr). Every reply has `ok`; a failed request replies
     {"op": "prepare", "case": ID, "instance": K}
                                          -> probe_round_s, compile_s (built afresh at a shifted heap
                                             address, warmed, probed; untimed)
-    {"op": "measure", "case": ID, "metric": "time_s", "rounds": R}
-                                         -> values: R per-call figures of that metric
+    {"op": "measure", "case": ID, "metric": "time_s", "rounds": R, "max_s": S}
+                                         -> values: per-call figures of that metric, R of them, or
+                                            fewer (at least one) where S wall seconds ran out first
     {"op": "canary"}                     -> canary_s, load_avg_1m, others_running
     {"op": "release", "case": ID}        -> loss (the variant's loss after all rounds: finite or an error)
     {"op": "quit"}
@@ -100,17 +101,23 @@ class Worker:
         return {"probe_round_s": plan.probe_round_s,
                 "compile_s": sum(compile_seconds.values()) if compile_seconds is not None else None}
 
-    def metrics(self) -> dict[str, Callable[[object, int], list[float]]]:
+    def metrics(self) -> dict[str, Callable[[object, int, float], list[float]]]:
         return {"time_s": self.time_rounds}
 
-    def time_rounds(self, call, rounds: int) -> list[float]:
+    def time_rounds(self, call, rounds: int, max_s: float = math.inf) -> list[float]:
+        """Per-call seconds, setup untimed before every call; a block cut short by `max_s` (a
+        machine slowed 100x would otherwise stretch a 20 ms block to seconds)."""
         values = []
+        begun = self.clock()
         for _ in range(rounds):
             if call.setup is not None:
                 call.setup()
             start = self.clock()
             call.target()
-            values.append(self.clock() - start)
+            end = self.clock()
+            values.append(end - start)
+            if end - begun >= max_s:
+                break
         return values
 
     def measure(self, request: dict) -> dict:
@@ -119,7 +126,7 @@ class Worker:
         if measure is None:
             raise ValueError(f"unknown metric {metric!r}; this worker measures {', '.join(self.metrics())}")
         _, call = self.prepared[request["case"]]
-        return {"values": measure(call, int(request["rounds"]))}
+        return {"values": measure(call, int(request["rounds"]), float(request.get("max_s", math.inf)))}
 
     def canary(self, request: dict) -> dict:
         from twolayer.canary import canary_seconds, machine_load
