@@ -8,7 +8,9 @@ of rounds of the same benchmark between them (20 ms by default; ABBA order, so n
 goes first) until each side has spent its budget. A burst longer than a block lands on both sides
 of a pair, and the pair's ratio cancels it. Each side also builds the benchmark afresh, at a
 shifted heap address, every two pairs (an "instance"; see `gate_worker`): where arrays lie in
-memory moves a short phase by up to 25%, and one build per side would compare two layouts. And
+memory moves a short phase by up to 25%, and one build per side would compare two layouts. A block
+that a co-tenant hit (50-300x slower, on one side only) is no pairing's to cancel: pairs with one
+are left out, counted, and a benchmark left with too few is retimed, then inconclusive. And
 as pyperf found, the process itself is a unit of noise: two processes of identical code time
 numpy_manual's `step` up to 12% apart, steadily. So each side runs in several worker processes
 (6 by default), and the instances of a benchmark go round them.
@@ -43,7 +45,11 @@ from twolayer.files import write_all_atomically
 from twolayer.gate_worker import PROTOCOL
 
 PAIRED = "paired-blocks"
-WILD_PAIR = math.log(1.5)  # a pair whose ratio is this far from the median was hit on one side only
+# A block this much slower than its side's lower quartile of blocks was hit by a co-tenant: on two
+# cores a second multi-threaded process turns a 0.2 ms call into 8-70 ms now and then, one block at
+# a time, on either side. Pairs with a hit block are left out of the statistic (and counted).
+HIT_RATIO = 1.5
+MIN_CLEAN_INSTANCES = 4  # fewer instances with a clean pair: nothing to decide on
 
 
 class GateError(Exception):
@@ -124,13 +130,29 @@ class Pairs:
     def log_ratios(self) -> np.ndarray:
         return np.log(np.asarray(self.new) / np.asarray(self.base))
 
+    def clean(self) -> np.ndarray:
+        """Which pairs neither side's co-tenant hit: each block within `HIT_RATIO` of its side's
+        lower quartile (a real slowdown moves a side's quartile with it; a hit does not)."""
+        base, new = np.asarray(self.base), np.asarray(self.new)
+        if base.size == 0:
+            return np.zeros(0, dtype=bool)
+        return (base <= HIT_RATIO * np.percentile(base, 25)) & (new <= HIT_RATIO * np.percentile(new, 25))
+
+    def hit_fraction(self) -> float:
+        clean = self.clean()
+        return float(1 - clean.mean()) if clean.size else 0.0
+
     def instance_log_ratios(self) -> pd.Series:
-        """Per instance, the mean log-ratio of its pairs, indexed by (process, instance)."""
+        """Per instance, the mean log-ratio of its clean pairs, indexed by (process, instance)."""
         frame = pd.DataFrame({"log": self.log_ratios, "process": self.process, "instance": self.instance})
-        return frame.groupby(["process", "instance"])["log"].mean()
+        return frame[self.clean()].groupby(["process", "instance"])["log"].mean()
 
     def interval(self, seed: int = 0) -> RatioInterval:
+        """The median ratio and its 95% interval; NaNs when fewer than `MIN_CLEAN_INSTANCES`
+        instances have a clean pair."""
         logs = self.instance_log_ratios()
+        if len(logs) < MIN_CLEAN_INSTANCES:
+            return RatioInterval(math.nan, math.nan, math.nan, PAIRED)
         estimate = float(np.exp(np.median(logs)))
         by_process = [group.to_numpy() for _, group in logs.groupby(level="process")]
         if len(by_process) < 2:  # one process pair: BCa over its instances
@@ -140,10 +162,6 @@ class Pairs:
             tail = (1 - CONFIDENCE) / 2 * 100
             low, high = np.percentile(medians, [tail, 100 - tail])
         return RatioInterval(estimate, float(np.exp(low)), float(np.exp(high)), PAIRED)
-
-    def wild_fraction(self) -> float:
-        logs = self.log_ratios
-        return float(np.mean(np.abs(logs - np.median(logs)) > WILD_PAIR)) if logs.size else 0.0
 
 
 def block_rounds(probe_round_s: float, options: GateOptions) -> int:
@@ -183,7 +201,7 @@ class CaseResult:
     reason: str
     base_median_s: float
     new_median_s: float
-    wild_fraction: float
+    hit_fraction: float  # pairs left out: a block on one side hit by a co-tenant
     machine_before: dict
     machine_after: dict
     pair_medians_s: dict
@@ -229,12 +247,16 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
         side.request("release", case=case["id"])
     reason = ""
     if decided == "inconclusive":
-        reason = (f"{straddle_reason(interval, options.threshold)} after {timings} timings, {instance} instances, "
-                  f"{len(pairs.base)} pairs ({pairs.wild_fraction():.0%} of pairs hit on one side only); machine: "
-                  f"{describe_machine(after)}")
+        why = (straddle_reason(interval, options.threshold) if np.isfinite(interval.low)
+               else "too few pairs the co-tenant left alone to decide")
+        reason = (f"{why} after {timings} timings, {instance} instances, {len(pairs.base)} pairs "
+                  f"({pairs.hit_fraction():.0%} of pairs hit on one side); machine: {describe_machine(after)}")
+    clean = pairs.clean() if pairs.clean().any() else np.ones(len(pairs.base), dtype=bool)
     return CaseResult(case=case, verdict=decided, interval=interval, pairs=len(pairs.base), block_rounds=rounds,
-                      timings=timings, reason=reason, base_median_s=float(np.median(pairs.base_values)),
-                      new_median_s=float(np.median(pairs.new_values)), wild_fraction=pairs.wild_fraction(),
+                      timings=timings, reason=reason,
+                      # per side, the median block of the clean pairs: what a calm moment times
+                      base_median_s=float(np.median(np.asarray(pairs.base)[clean])),
+                      new_median_s=float(np.median(np.asarray(pairs.new)[clean])), hit_fraction=pairs.hit_fraction(),
                       machine_before=before, machine_after=after,
                       pair_medians_s={"base": pairs.base, "new": pairs.new, "instance": pairs.instance,
                                       "process": pairs.process})
@@ -283,7 +305,7 @@ def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list
                      "new_median_s": r.new_median_s, "ratio": r.interval.ratio, "ratio_low": r.interval.low,
                      "ratio_high": r.interval.high, "interval_kind": PAIRED, "reason": r.reason, "verdict": r.verdict,
                      "pairs": r.pairs, "block_rounds": r.block_rounds, "timings": r.timings,
-                     "wild_pairs": r.wild_fraction, "canary_before_s": r.machine_before["canary_s"],
+                     "hit_pairs": r.hit_fraction, "canary_before_s": r.machine_before["canary_s"],
                      "canary_after_s": r.machine_after["canary_s"],
                      "load_avg_1m": r.machine_before.get("load_avg_1m"),
                      "others_running": r.machine_before.get("others_running")})
