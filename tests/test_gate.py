@@ -145,7 +145,7 @@ def test_blocks_a_co_tenant_hit_on_one_side_are_left_out_and_counted():
     hit_base[6::2] *= 150  # from pair 6 on, every pair has a hit block, on alternate sides
     hit_new[7::2] *= 150
     swamped = Pairs(base=list(hit_base), new=list(hit_new), instance=pairs.instance, process=pairs.process)
-    assert swamped.hit_fraction() == pytest.approx(42 / 48)
+    assert swamped.hit_fraction() == pytest.approx(44 / 48)  # with the two earlier hits in pairs 3 and 5
     assert np.isnan(swamped.interval().low)  # too few clean instances: undecidable, not a guess
 
 
