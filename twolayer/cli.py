@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     except RunInterrupted as stop:
         if stop.kept is None:
-            print("twolayer run: interrupted; no benchmark had finished, nothing was kept", file=sys.stderr)
+            print("twolayer run: interrupted before any benchmark was saved; nothing was kept", file=sys.stderr)
         else:
             print(f"twolayer run: interrupted; the {stop.finished} finished benchmarks are kept, marked interrupted, "
                   f"in {stop.kept / RESULT_FILE}", file=sys.stderr)

@@ -135,10 +135,13 @@ def run_suite(options: RunOptions) -> Path:
         if suite.interrupted:
             kept = keep_finished(partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}")
             raise RunInterrupted(options.out / f"{run_id}{INTERRUPTED_SUFFIX}" if kept else None, kept)
+        reason = write_failure(suite)
+        if reason is not None:  # a full disk, most often, while pytest-benchmark saves: its traceback says no more
+            raise RunFailed(f"could not save the results in {options.out}: {reason}; nothing was kept")
         for line in suite.errors:
-            print(line, file=sys.stderr)  # warnings, or why the suite failed; the known noise is left out
+            print(line, file=sys.stderr)  # why the suite failed, or its warnings
         if suite.returncode != 0:
-            raise RunFailed(suite_failure(suite, options.out))
+            raise RunFailed(f"the benchmark suite failed (pytest exit code {suite.returncode}); no results were written")
         result_path = partial / RESULT_FILE
         with open(result_path, encoding="utf-8") as handle:
             result = json.load(handle)
@@ -158,8 +161,8 @@ def run_suite(options: RunOptions) -> Path:
 class SuiteOutcome:
     returncode: int
     interrupted: bool
-    errors: list[str]  # the suite's stderr, less the lines that are no one's business (`is_suite_noise`)
-    traceback: bool  # the process died on an uncaught exception, whose last line is `errors[-1]`
+    errors: list[str]  # the suite's stderr, less `is_suite_noise`
+    traceback: bool  # it holds a Python traceback: the process died on an exception, named in `errors[-1]`
 
 
 def run_pytest(command: list[str]) -> SuiteOutcome:
@@ -217,16 +220,13 @@ def is_suite_noise(line: str) -> bool:
     return not line.strip() or line.startswith("Wrote benchmark data in:") or is_library_chatter(line)
 
 
-def suite_failure(suite: SuiteOutcome, out: Path) -> str:
-    """One line for a suite that failed. A write that failed (a full disk, most often, while
-    pytest-benchmark saves) is named without its traceback; any other exception is a bug, and
-    its traceback has been shown."""
-    if suite.traceback:
-        written = OS_ERROR.match(suite.errors[-1])
-        if written is not None:
-            return f"could not save the results in {out}: {written.group(1)}; nothing was kept"
-        return f"the benchmark suite crashed ({suite.errors[-1]}); no results were written"
-    return f"the benchmark suite failed (pytest exit code {suite.returncode}); no results were written"
+def write_failure(suite: SuiteOutcome) -> str | None:
+    """Why the suite's process could not write, when it died on an OSError (`No space left on
+    device`); None for any other end, whose stderr is then shown whole."""
+    if suite.returncode == 0 or not suite.traceback:
+        return None
+    written = OS_ERROR.match(suite.errors[-1])
+    return written.group(1) if written else None
 
 
 def keep_finished(partial: Path, run_dir: Path) -> int:
