@@ -232,7 +232,6 @@ def write_failure(suite: SuiteOutcome) -> str | None:
 def keep_finished(partial: Path, run_dir: Path) -> int:
     """After an interrupt: keep, in `run_dir`, the benchmarks whose tests passed, marked interrupted;
     return how many (0, and nothing kept, when no phase had finished or nothing was saved)."""
-    shutil.copytree(partial, "/tmp/sig/debug", dirs_exist_ok=True)  # DEBUG
     try:
         result = json.loads((partial / RESULT_FILE).read_text(encoding="utf-8"))
         passed = set((partial / PASSED_FILE).read_text(encoding="utf-8").splitlines())
