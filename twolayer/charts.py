@@ -44,8 +44,8 @@ def phase_charts(compared: pd.DataFrame, summary: pd.DataFrame | None = None) ->
         order += sorted(set(rows["variant"]) - set(order))
         position = {variant: i for i, variant in enumerate(order)}
         medians, lows, highs = rows["median_s"] * 1e6, rows["q1_s"] * 1e6, rows["q3_s"] * 1e6
-        smallest = np.nanmin([medians.min(), lows.min()])
-        log = medians.max() / smallest > LOG_SPAN
+        log = medians.max() / medians.min() > LOG_SPAN
+        smallest = np.nanmin([medians.min(), lows[lows > 0].min()])
         base = 10 ** math.floor(math.log10(smallest)) if log else 0.0  # a log axis has no zero to start bars at
 
         height = 0.8 / len(series)

@@ -170,9 +170,9 @@ def run_pytest(command: list[str]) -> SuiteOutcome:
     stderr to read once it has ended.
 
     Ctrl-C at the terminal then reaches this process alone, and the suite gets exactly one SIGINT,
-    from here: pytest stops after the benchmark in progress and ends the session, and
-    pytest-benchmark saves what it has. Its report of the interrupt is not shown; a second Ctrl-C
-    kills it.
+    from here: pytest abandons the benchmark in progress and ends the session, and pytest-benchmark
+    saves what it has (the abandoned one too, which `keep_finished` leaves out). What the suite
+    prints after the interrupt is not shown; a second Ctrl-C kills it.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # pytest's progress dots as they happen, through the pipe
     if sys.stdout.isatty():
