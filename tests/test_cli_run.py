@@ -1,14 +1,20 @@
 """`twolayer run`: its options, its refusals, and the results it leaves (or, on failure, does not)."""
 
 import json
+import os
+import signal
 import subprocess
+import sys
 
 import pytest
+from one_line import assert_one_line
+from synthetic_runs import bench, constant, write_run
 
 from twolayer import run as run_module
 from twolayer.cli import main
 from twolayer.devices import device_absent_reason
-from twolayer.run import RESULT_FILE, new_run_id
+from twolayer.environment import PROJECT_ROOT
+from twolayer.run import RESULT_FILE, SuiteOutcome, keep_finished, new_run_id
 
 
 def run_cli(capsys, *argv):
@@ -43,8 +49,7 @@ def test_bad_options_are_one_line_exit_2_and_write_nothing(capsys, tmp_path, arg
     out_dir = tmp_path / "results"
     code, out, err = run_cli(capsys, "run", "--quick", "--out", str(out_dir), *argv)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1, err
-    assert message in err
+    assert_one_line(err, message)
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
@@ -65,6 +70,8 @@ def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path
     assert (tmp_path / f"peak-{result_host(runs[0])}.json").is_file()  # the peak cache sits beside the runs
     result_path = runs[0] / RESULT_FILE
     assert f"results: {result_path}" in out
+    # only paths that exist are printed: not pytest-benchmark's `Wrote benchmark data in: <the .partial one>`
+    assert ".partial" not in out + err and "Wrote benchmark data" not in out + err
     result = json.loads(result_path.read_text())
     assert result["twolayer"]["run_id"] == runs[0].name
     peak = result["machine_info"]["peak"]["cpu/float32"]
@@ -80,8 +87,8 @@ def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path
         assert info["dtype"] == "float32" and info["size"] == "64x1000x100x10" and info["flops"] > 0
         assert bench["group"] == f"cpu {info['phase']} float32 64x1000x100x10"
         assert len(bench["stats"]["data"]) == bench["stats"]["rounds"] >= 5
-    # pytest-benchmark's own tooling reads it
-    compare = subprocess.run(["pytest-benchmark", "compare", str(result_path), "--columns=median"],
+    # pytest-benchmark's own tooling reads it (the one installed beside this interpreter, not another on PATH)
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(result_path), "--columns=median"],
                              capture_output=True, text=True)
     assert compare.returncode == 0, compare.stderr
     assert "test_phase[cpu-forward-float32-64x1000x100x10-numpy_manual]" in compare.stdout
@@ -92,14 +99,32 @@ def result_host(run_dir):
 
 
 def test_a_failed_suite_leaves_no_results(capsys, tmp_path, monkeypatch):
-    class Failed:
-        returncode = 1
-
-    monkeypatch.setattr(run_module.subprocess, "run", lambda *args, **kwargs: Failed())
+    monkeypatch.setattr(run_module, "run_pytest", lambda command: SuiteOutcome(1, False, [], False))
     code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "torch_manual")
     assert code == 1
-    assert "no results were written" in err and len(err.strip().splitlines()) == 1
+    assert_one_line(err, "no results were written")
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_a_disk_full_while_pytest_benchmark_saves_is_one_line(capsys, tmp_path, monkeypatch):
+    """The suite's process dies on the OSError with a long traceback; we say what failed, where."""
+    dies_writing = [sys.executable, "-c", "import errno; raise OSError(errno.ENOSPC, 'No space left on device')"]
+    real_run_pytest = run_module.run_pytest
+    monkeypatch.setattr(run_module, "run_pytest", lambda command: real_run_pytest(dies_writing))
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "numpy_manual", "--no-peak")
+    assert code == 1
+    assert_one_line(err, f"could not save the results in {tmp_path}: No space left on device; nothing was kept")
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_suites_stderr_is_read_without_its_noise(capsys):
+    """The .partial path pytest-benchmark names, blank lines and library chatter are dropped; the rest is kept."""
+    noisy = ("import sys; print('progress', flush=True); sys.stderr.write('\\nWrote benchmark data in: x.partial/b.json\\n"
+             "No CUDA runtime is found, using CUDA_HOME=/usr/local\\na warning of the suite\\n')")
+    suite = run_module.run_pytest([sys.executable, "-c", noisy])
+    assert suite == SuiteOutcome(0, False, ["a warning of the suite"], False)
+    assert capsys.readouterr().out == "progress\n"  # stdout is relayed as it comes
 
 
 def test_run_ids_never_collide(tmp_path):
@@ -127,4 +152,96 @@ def test_a_size_or_dtype_named_twice_is_one_case():
 ])
 def test_other_commands_refuse_bad_input_in_one_line(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert_one_line(err, message)
+
+
+def test_fidelity_prints_only_its_own_table():
+    result = subprocess.run([sys.executable, "-m", "twolayer", "fidelity", "--variants", "numpy_manual",
+                             "--budget-s", "0.05"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("variant") and lines[1].startswith("numpy_manual"), result.stdout
+    assert result.stderr == ""
+
+
+def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
+    """Ctrl-C reaches `twolayer run` (here, it alone): one line, exit 130, the finished benchmarks kept."""
+    process = subprocess.Popen([sys.executable, "-m", "twolayer", "run", "--out", str(tmp_path), "--devices", "cpu",
+                                "--variants", "numpy_manual", "--budget-s", "1", "--no-peak", "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
+    try:
+        seen = b""
+        while b"test_phases.py ." not in seen:  # the first phase benchmark has passed; three more to go
+            chunk = os.read(process.stdout.fileno(), 4096)
+            assert chunk, seen.decode()
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert_one_line(err.decode(), "twolayer run: interrupted; the ")
+    assert "Traceback" not in err.decode()
+    [kept] = tmp_path.iterdir()
+    assert kept.name.endswith("-interrupted") and f"{kept / RESULT_FILE}" in err.decode()
+    assert sorted(p.name for p in kept.iterdir()) == [RESULT_FILE]
+    run = json.loads((kept / RESULT_FILE).read_text())
+    assert run["twolayer"]["interrupted"] is True and run["twolayer"]["run_id"] == kept.name
+    phases = [b["extra_info"]["phase"] for b in run["benchmarks"] if b["extra_info"]["phase"] != "overhead"]
+    assert 1 <= len(phases) < 4
+    for entry in run["benchmarks"]:  # the benchmark cut short is left out: every one kept ran to its end
+        assert "canary_after_s" in entry["extra_info"] and len(entry["stats"]["data"]) == entry["stats"]["rounds"]
+
+
+def test_an_interrupt_before_any_benchmark_keeps_nothing(capsys, tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "write_peaks", interrupted)
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "numpy_manual")
+    assert code == 130
+    assert_one_line(err, "interrupted before any benchmark was saved; nothing was kept")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_suite_keeps_only_the_tests_that_passed(tmp_path):
+    partial, run_dir = tmp_path / ".x.partial", tmp_path / "x-interrupted"
+    partial.mkdir()
+    entries = [bench("harness_empty", "overhead", constant(1e-7)), bench("numpy_manual", "forward", constant(1e-4)),
+               bench("torch_manual", "forward", constant(1e-4))]
+    for entry in entries:
+        entry["fullname"] = f"bench/test_phases.py::{entry['name']}"
+    write_run(partial / RESULT_FILE, entries)
+    (partial / run_module.PASSED_FILE).write_text(f"{entries[0]['fullname']}\n{entries[1]['fullname']}\n")
+    assert keep_finished(partial, run_dir) == 2
+    assert not partial.exists() and sorted(p.name for p in run_dir.iterdir()) == [RESULT_FILE]
+    run = json.loads((run_dir / RESULT_FILE).read_text())
+    assert [b["extra_info"]["variant"] for b in run["benchmarks"]] == ["harness_empty", "numpy_manual"]
+    assert run["twolayer"]["interrupted"] is True and run["twolayer"]["run_id"] == "x-interrupted"
+
+
+def test_an_interrupted_suite_with_only_harness_rows_keeps_nothing(tmp_path):
+    partial = tmp_path / ".x.partial"
+    partial.mkdir()
+    entry = bench("harness_empty", "overhead", constant(1e-7))
+    entry["fullname"] = f"bench/test_overhead.py::{entry['name']}"
+    write_run(partial / RESULT_FILE, [entry])
+    (partial / run_module.PASSED_FILE).write_text(f"{entry['fullname']}\n")
+    assert keep_finished(partial, tmp_path / "x-interrupted") == 0
+    assert not (tmp_path / "x-interrupted").exists()
+
+
+def test_compare_refuses_an_interrupted_run_unless_asked(capsys, tmp_path):
+    base = write_run(tmp_path / "base.json", [bench("torch_manual", "forward", constant(1e-4))])
+    cut = write_run(tmp_path / "cut.json", [bench("torch_manual", "forward", constant(1e-4))])
+    run = json.loads(cut.read_text())
+    run["twolayer"]["interrupted"] = True
+    cut.write_text(json.dumps(run))
+    code, _, err = run_cli(capsys, "compare", str(base), str(cut), "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert_one_line(err, f"{cut}: the run was interrupted")
+    assert not (tmp_path / "c").exists()
+    code, _, err = run_cli(capsys, "compare", str(base), str(cut), "--out", str(tmp_path / "c"), "--allow-interrupted")
+    assert code == 0, err
+    assert (tmp_path / "c" / "compare.csv").is_file()

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+import warnings
 
 import pytest
+from one_line import assert_one_line
 
 from twolayer.cli import main
 from twolayer.devices import device_absent_reason
@@ -66,15 +68,23 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert message in err
+    assert_one_line(err, message)
 
 
 def test_divergence_is_reported_not_logged_as_nan(capsys):
     code, out, err = run_cli(capsys, "train", "torch_manual", "--learning-rate", "10")
     assert code == 1
     assert "nan" not in out.lower()
-    assert "loss became" in err and len(err.strip().splitlines()) == 1
+    assert_one_line(err, "loss became")
+
+
+def test_numpy_divergence_is_one_line_without_overflow_warnings(capsys):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(capsys, "train", "numpy_manual", "--learning-rate", "1")
+    assert code == 1
+    assert_one_line(err, "twolayer train: error: loss became inf")
+    assert [str(w.message) for w in caught] == []
 
 
 def test_module_entry_point_exits_cleanly_without_traceback():

@@ -1,10 +1,13 @@
 """`twolayer report`: the tidy table, the speedups, the merge of machines, and every bad input."""
 
+import errno
 import json
+import math
 
 import pandas as pd
 import pytest
-from synthetic_runs import DATA, bench, constant, write_run
+from one_line import assert_one_line
+from synthetic_runs import DATA, TEMPLATE, bench, constant, write_run
 
 from twolayer.cli import main
 from twolayer.report import build_report, write_report
@@ -116,8 +119,14 @@ def old_suite_run(tmp_path):
     return write_run(tmp_path / "old.json", [entry])
 
 
+def directory(tmp_path):
+    (tmp_path / "run.json").mkdir()
+    return tmp_path / "run.json"
+
+
 BAD_FILES = {
     "missing": (lambda tmp: tmp / "nope.json", "no such file"),
+    "directory": (directory, "is a directory"),
     "not json": (lambda tmp: write_text(tmp / "bad.json", "{not json"), "not JSON"),
     "binary": (lambda tmp: write_text(tmp / "bin.json", "\x00\x01"), "not JSON"),
     "not a run": (not_a_run, "not a pytest-benchmark run"),
@@ -135,9 +144,66 @@ def test_bad_files_are_one_line_exit_2_and_nothing_written(capsys, tmp_path, cas
     (out_dir / "comparison.csv").write_text("an earlier report\n")
     code, _, err = run_cli(capsys, "report", path, "--out", out_dir)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert_one_line(err, message)
     assert [p.name for p in out_dir.iterdir()] == ["comparison.csv"]
     assert (out_dir / "comparison.csv").read_text() == "an earlier report\n"
+
+
+def hand_edited(edit):
+    """A good run (tests/data/cpu_run.json's template with one benchmark) after `edit(run, benchmark)`."""
+    def make(tmp_path):
+        run = json.loads(json.dumps(TEMPLATE))
+        run["benchmarks"] = [bench("torch_manual", "forward", constant(1e-4))]
+        edit(run, run["benchmarks"][0])
+        return write_text(tmp_path / "edited.json", json.dumps(run))
+    return make
+
+
+NAMED = "benchmark 'test_phase[cpu-forward-float32-64x1000x100x10-torch_manual]': "
+HAND_EDITED = {
+    "benchmarks not objects": (lambda run, b: run.update(benchmarks=[1, 2]),
+                               "field 'benchmarks[0]' is 1, expected an object"),
+    "benchmarks a string": (lambda run, b: run.update(benchmarks="all"), "field 'benchmarks' is a string 'all'"),
+    "machine_info a string": (lambda run, b: run.update(machine_info="my laptop"),
+                              "field 'machine_info' is a string 'my laptop', expected an object"),
+    "extra_info a list": (lambda run, b: b.update(extra_info=["torch_manual"]),
+                          NAMED + "field 'extra_info' is a list, expected an object"),
+    "size not NxD_INxHxD_OUT": (lambda run, b: b["extra_info"].update(size="64x1000"),
+                                NAMED + "field 'extra_info.size' is a string '64x1000', expected NxD_INxHxD_OUT"),
+    "median NaN": (lambda run, b: b["stats"].update(median=math.nan), NAMED + "field 'stats.median' is NaN"),
+    "median negative": (lambda run, b: b["stats"].update(median=-1e-4),
+                        NAMED + "field 'stats.median' is -0.0001, expected a positive number"),
+    "median zero": (lambda run, b: b["stats"].update(median=0), NAMED + "field 'stats.median' is 0, expected a positive"),
+    "median a string": (lambda run, b: b["stats"].update(median="fast"), NAMED + "field 'stats.median' is a string"),
+    "a raw timing infinite": (lambda run, b: b["stats"]["data"].__setitem__(2, math.inf),
+                              NAMED + "field 'stats.data[2]' is infinite"),
+    "rounds fractional": (lambda run, b: b["stats"].update(rounds=2.5), NAMED + "field 'stats.rounds' is 2.5"),
+    "canary a string": (lambda run, b: b["extra_info"].update(canary_before_s="slow"),
+                        NAMED + "field 'extra_info.canary_before_s' is a string 'slow'"),
+    "peak not an object": (lambda run, b: run["machine_info"].update(peak={"cpu/float32": 5}),
+                           "field 'machine_info.peak.cpu/float32' is 5, expected an object"),
+    "commit_info a list": (lambda run, b: run.update(commit_info=["abc"]), "field 'commit_info' is a list"),
+    "run id a number": (lambda run, b: run["twolayer"].update(run_id=7), "field 'twolayer.run_id' is 7"),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_EDITED))
+def test_hand_edited_runs_name_the_file_and_the_field(capsys, tmp_path, case):
+    edit, message = HAND_EDITED[case]
+    path = hand_edited(edit)(tmp_path)
+    code, _, err = run_cli(capsys, "report", path, "--out", tmp_path / "report")
+    assert code == 2
+    assert_one_line(err, f"{path}: {message}")
+    assert not (tmp_path / "report").exists()
+
+
+def test_compare_names_the_hand_edited_file_too(capsys, tmp_path):
+    good = write_run(tmp_path / "good.json", [bench("torch_manual", "forward", constant(1e-4))])
+    edited = hand_edited(lambda run, b: b["stats"].update(median=math.nan))(tmp_path)
+    code, _, err = run_cli(capsys, "compare", good, edited, "--out", tmp_path / "c")
+    assert code == 2
+    assert_one_line(err, f"{edited}: {NAMED}field 'stats.median' is NaN")
+    assert not (tmp_path / "c").exists()
 
 
 def test_unknown_baseline(capsys, tmp_path):
@@ -193,14 +259,41 @@ def test_an_unwritable_output_is_one_line_exit_2(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory\n")
     code, _, err = run_cli(capsys, "report", DATA / "cpu_run.json", "--out", blocker / "report")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert_one_line(err, str(blocker))
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(capsys, tmp_path, monkeypatch):
+    from twolayer import files
+
+    real_fdopen = files.os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle, *args, **kwargs):
+            self.out = real_fdopen(handle, *args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.out.close()
+
+        def write(self, content):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fdopen", FullDisk)
+    out = tmp_path / "report"
+    code, _, err = run_cli(capsys, "report", DATA / "cpu_run.json", "--out", out)
+    assert code == 2
+    assert_one_line(err, f"No space left on device: {out}/")
+    assert list(out.iterdir()) == []  # no temporary left behind
 
 
 def test_non_numeric_timings_are_refused(capsys, tmp_path):
     entry = bench("torch_manual", "forward", constant(1e-4))
     entry["stats"]["median"] = None
     code, _, err = run_cli(capsys, "report", write_run(tmp_path / "n.json", [entry]), "--out", tmp_path / "r")
-    assert code == 2 and "non-numeric median" in err
+    assert code == 2 and "field 'stats.median' is null, expected a positive number" in err
 
 
 def test_a_failure_while_writing_leaves_every_existing_file(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.flops import PHASES, phase_flops
+from twolayer.memory import ALWAYS_FITS, available_memory, estimate_bytes, human_bytes
 from twolayer.problem import DTYPES, Problem, parse_size
 from twolayer.variants import VARIANTS, device_problem, resolve
 
@@ -149,6 +150,25 @@ def check_not_empty(cases: list[BenchCase]) -> None:
         raise ValueError("the selection matches no benchmark that can run here (check --variants and --devices)")
 
 
+def check_memory(cases: list[BenchCase]) -> None:
+    """Refuse a selection whose largest case on a device cannot fit in the memory free there.
+
+    Cases run one at a time, so each device needs room for its largest case only (the estimate
+    is `twolayer.memory.estimate_bytes`)."""
+    largest: dict[str, tuple[int, BenchCase]] = {}
+    for case in cases:
+        if case.skip_reason is None:
+            need = estimate_bytes(case.problem, VARIANTS[case.variant].optimizer)
+            if need > largest.get(case.device, (-1, case))[0]:
+                largest[case.device] = (need, case)
+    for device, (need, case) in largest.items():
+        available = available_memory(device) if need > ALWAYS_FITS else None
+        if available is not None and need > available.bytes:
+            raise ValueError(f"size {case.problem.size_label} needs about {human_bytes(need)} on {device} "
+                             f"({case.variant}, {case.dtype}), but {human_bytes(available.bytes)} is available "
+                             f"({available.source}); choose smaller --sizes")
+
+
 def plan_cases(variants: str | None = None, devices: str | None = None, phases: str | None = None,
                dtypes: str | None = None, sizes: str | None = None, quick: bool = False) -> list[BenchCase]:
     """The checked cases of a selection given as option strings; ValueError with one line if bad."""
@@ -156,4 +176,5 @@ def plan_cases(variants: str | None = None, devices: str | None = None, phases: 
     check_devices_present(selection)
     cases = make_cases(selection)
     check_not_empty(cases)
+    check_memory(cases)
     return cases

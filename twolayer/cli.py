@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
+from twolayer.chatter import quiet_library_chatter
 from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
@@ -20,8 +21,8 @@ from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
 from twolayer.report import DEFAULT_BASELINE, build_report, write_report
-from twolayer.results import ResultsError, load_runs
-from twolayer.run import RESULT_FILE, RunFailed, RunOptions, run_suite
+from twolayer.results import ResultsError, load_runs, read_run
+from twolayer.run import RESULT_FILE, RunFailed, RunInterrupted, RunOptions, run_suite
 from twolayer.train import NonFiniteLoss, train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
 
@@ -111,12 +112,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunFailed as error:
         print(f"twolayer run: error: {error}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:
+        if stop.kept is None:
+            print("twolayer run: interrupted before any benchmark was saved; nothing was kept", file=sys.stderr)
+        else:
+            print(f"twolayer run: interrupted; the {stop.finished} finished benchmarks are kept, marked interrupted, "
+                  f"in {stop.kept / RESULT_FILE}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     print(f"results: {run_dir / RESULT_FILE}")
     if not args.no_report:
         try:
             written = write_report(build_report(load_runs([run_dir / RESULT_FILE])), run_dir)
-        except ResultsError as error:
-            print(f"twolayer run: error: the results are kept, but no report could be made: {error}", file=sys.stderr)
+        except (ResultsError, OSError) as error:
+            print(f"twolayer run: error: the results are kept, but no report could be made: {os_error_text(error)}",
+                  file=sys.stderr)
             return 1
         print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")
     return 0
@@ -229,8 +238,6 @@ def cmd_peak(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from twolayer.fidelity import check_fidelity
-
     runnable = [name for name in VARIANTS if device_problem(name, "cpu") is None and "iteration" in VARIANTS[name].phases]
     names = split_list(args.variants) or tuple(runnable)
     for name in names:
@@ -240,6 +247,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} cannot run its iteration on the cpu here: {device_problem(name, 'cpu')}")
     if args.threads is not None:
         set_threads(args.threads)
+    from twolayer.fidelity import check_fidelity  # pytest and torch.utils.benchmark: only once the input is good
+
     try:
         rows = check_fidelity(list(names), args.budget_s)
     except RunFailed as error:
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     comparing.add_argument("--threshold", type=positive_float, default=10.0,
                            help="percent slowdown tolerated (default: 10)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
+    comparing.add_argument("--allow-interrupted", action="store_true", help="accept runs stopped by Ctrl-C")
     comparing.set_defaults(handler=cmd_compare)
 
     gating = commands.add_parser(
@@ -348,18 +358,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def os_error_text(error: Exception) -> str:
+    """`reason: file` for an OSError (the file it concerns named), else the error's own message."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)
+
+
+def refuse_interrupted(args: argparse.Namespace) -> None:
+    """`compare` judges complete runs only: an interrupted run lacks benchmarks, and those it has
+    may have shared the machine with the Ctrl-C. `--allow-interrupted` accepts it anyway."""
+    if getattr(args, "allow_interrupted", False):
+        return
+    for path in [*split_list(args.base), *split_list(args.new)]:
+        if (read_run(Path(path)).get("twolayer") or {}).get("interrupted"):
+            raise UsageError(f"{path}: the run was interrupted (Ctrl-C) and holds only the benchmarks that had "
+                             "finished; give --allow-interrupted to compare it anyway")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_library_chatter()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "compare":
+            refuse_interrupted(args)
         return args.handler(args)
     except (UsageError, ValueError) as error:  # ResultsError is a ValueError
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path given that cannot be read or written
-        print(f"twolayer {args.command}: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(f"twolayer {args.command}: error: {os_error_text(error)}", file=sys.stderr)
         return 2
     except NonFiniteLoss as error:
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"twolayer {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT

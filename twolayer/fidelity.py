@@ -34,9 +34,12 @@ class FidelityRow:
 
 
 def suite_medians(variants: list[str], budget_s: float) -> dict[str, float]:
+    """The suite's iteration medians, run in this process and silently: `twolayer fidelity` prints
+    only its own table (no pytest-benchmark tables, no path of a temporary file)."""
     with tempfile.TemporaryDirectory() as scratch:
         json_path = Path(scratch) / "fidelity.json"
-        code = pytest.main([str(BENCH_DIR / "test_phases.py"), "-q", "--benchmark-enable", "-p", "no:cacheprovider",
+        code = pytest.main([str(BENCH_DIR / "test_phases.py"), "-p", "no:terminal", "--benchmark-quiet",
+                            "--benchmark-enable", "-p", "no:cacheprovider",
                             f"--benchmark-json={json_path}", "--tl-devices=cpu", "--tl-phases=iteration",
                             f"--tl-variants={','.join(variants)}", f"--tl-budget-s={budget_s}"])
         if code != 0:

@@ -16,17 +16,29 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
 
 
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` with `path` as its file: a write that fails (a full disk) names no file, and a failed
+    rename names the temporary; the reader wants the file they asked for."""
+    error.filename, error.filename2 = str(path), None
+    return error
+
+
 def _stage(path: Path, content: str | bytes) -> Path:
     """`content` in a temporary file beside `path`, ready to be renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from None
     mode = "wb" if isinstance(content, bytes) else "w"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; a report is an ordinary file
         with os.fdopen(handle, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as out:
             out.write(content)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _naming(error, path) from None
         raise
     return Path(temporary)
 
@@ -44,7 +56,10 @@ def write_all_atomically(files: dict[Path, str | bytes]) -> None:
         for path, content in files.items():
             staged[path] = _stage(path, content)
         for path, temporary in staged.items():
-            os.replace(temporary, path)
+            try:
+                os.replace(temporary, path)
+            except OSError as error:
+                raise _naming(error, path) from None
     finally:
         for temporary in staged.values():
             temporary.unlink(missing_ok=True)

@@ -257,7 +257,7 @@ def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: 
     if charts:
         from twolayer.charts import phase_charts, scaling_chart
 
-        report.charts = {**phase_charts(compared[compared["size"] == headline_size(compared)]),
+        report.charts = {**phase_charts(compared[compared["size"] == headline_size(compared)], table),
                          **scaling_chart(compared)}
     return report
 

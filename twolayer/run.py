@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, TextIO
 
 from twolayer.canary import MachineState, canary_reference, is_disturbed, machine_state, remember_quiet_canary
 from twolayer.cases import BenchCase, plan_cases
+from twolayer.chatter import is_library_chatter
 from twolayer.environment import PROJECT_ROOT, git_commit, host_name, set_threads
 from twolayer.peak import cached_peaks
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 RESULT_FILE = "benchmarks.json"
 PEAK_FILE = "peak.json"
+PASSED_FILE = "passed.txt"  # the tests that passed (twolayer.outcomes); read after an interrupt, then deleted
+INTERRUPTED_SUFFIX = "-interrupted"
+OS_ERROR = re.compile(r"\w*(?:Error|Exception): \[Errno \d+\] (.*)")  # the last line of an OSError's traceback
 PYTEST_BENCHMARK_OPTIONS = (
     "--benchmark-enable",  # the project's addopts disable timing for plain `pytest`
     "--benchmark-group-by=group",
@@ -31,6 +39,14 @@ PYTEST_BENCHMARK_OPTIONS = (
 
 class RunFailed(Exception):
     """The suite ran but did not finish cleanly: nothing was written."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C stopped the run; `kept` is the run directory holding the `finished` benchmarks, or None."""
+
+    def __init__(self, kept: Path | None, finished: int) -> None:
+        super().__init__(f"interrupted; {finished} finished benchmarks kept in {kept}" if kept else "interrupted")
+        self.kept, self.finished = kept, finished
 
 
 @dataclass(frozen=True)
@@ -77,11 +93,6 @@ def pytest_arguments(options: RunOptions, json_path: Path, run_id: str, peak_pat
     if options.quick:
         args.append("--tl-quick")
     return args
-
-
-def run_pytest(arguments: list[str]) -> int:
-    """The suite in a child pytest (its own process: a fresh interpreter per run); its exit code."""
-    return subprocess.run([sys.executable, "-m", "pytest", *arguments], cwd=PROJECT_ROOT).returncode
 
 
 def check_options(options: RunOptions) -> list[BenchCase]:
@@ -182,7 +193,11 @@ def remember_quiet(result: dict, options: RunOptions, before: MachineState) -> N
 
 
 def run_suite(options: RunOptions) -> Path:
-    """Run the suite; return the run directory, which exists only if the whole run succeeded."""
+    """Run the suite; return the run directory, which exists only if the whole run succeeded.
+
+    On Ctrl-C, raise `RunInterrupted`: the benchmarks that had finished are kept in a run
+    directory marked interrupted, or, when none had, nothing is.
+    """
     cases = check_options(options)
     options.out.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id(options.out)
@@ -195,22 +210,128 @@ def run_suite(options: RunOptions) -> Path:
         if peak_path is not None:
             print("measuring the matmul peak (cached per machine in "
                   f"{options.out / 'peak-<host>.json'}) ...", flush=True)
-            write_peaks(cases, options, peak_path)
-        arguments = pytest_arguments(options, (partial / RESULT_FILE).resolve(), run_id, peak_path, quiet_canary_s)
-        returncode = run_pytest(arguments)
-        if returncode != 0:
-            raise RunFailed(f"the benchmark suite failed (pytest exit code {returncode}); no results were written")
+            try:
+                write_peaks(cases, options, peak_path)
+            except KeyboardInterrupt:
+                raise RunInterrupted(None, 0) from None
+        passed_path = (partial / PASSED_FILE).resolve()
+        arguments = [*pytest_arguments(options, (partial / RESULT_FILE).resolve(), run_id, peak_path, quiet_canary_s),
+                     "-p", "twolayer.outcomes", f"--tl-passed-file={passed_path}"]
+        suite = run_pytest([sys.executable, "-m", "pytest", *arguments])
+        if suite.interrupted:
+            kept = keep_finished(partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}")
+            raise RunInterrupted(options.out / f"{run_id}{INTERRUPTED_SUFFIX}" if kept else None, kept)
+        reason = write_failure(suite)
+        if reason is not None:  # a full disk, most often, while pytest-benchmark saves: its traceback says no more
+            raise RunFailed(f"could not save the results in {options.out}: {reason}; nothing was kept")
+        for line in suite.errors:
+            print(line, file=sys.stderr)  # why the suite failed, or its warnings
+        if suite.returncode != 0:
+            raise RunFailed(f"the benchmark suite failed (pytest exit code {suite.returncode}); no results were written")
         result_path = partial / RESULT_FILE
         with open(result_path, encoding="utf-8") as handle:
             result = json.load(handle)
         if not result.get("benchmarks"):
             raise RunFailed("the benchmark suite recorded no benchmarks; no results were written")
-        retime_disturbed(result, options, partial, run_id, peak_path, quiet_canary_s, run_pytest)
+        retime_disturbed(result, options, partial, run_id, peak_path, quiet_canary_s,
+                         lambda args: run_pytest([sys.executable, "-m", "pytest", *args]).returncode)
         remember_quiet(result, options, before)
         # pytest-benchmark indents every raw timing onto its own line; compact JSON is a third the size.
         result_path.write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
+        passed_path.unlink(missing_ok=True)
         run_dir = options.out / run_id
         os.replace(partial, run_dir)
         return run_dir
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SuiteOutcome:
+    returncode: int
+    interrupted: bool
+    errors: list[str]  # the suite's stderr, less `is_suite_noise`
+    traceback: bool  # it holds a Python traceback: the process died on an exception, named in `errors[-1]`
+
+
+def run_pytest(command: list[str]) -> SuiteOutcome:
+    """Run the suite in a process group of its own, relaying its stdout as it comes and keeping its
+    stderr to read once it has ended.
+
+    Ctrl-C at the terminal then reaches this process alone, and the suite gets exactly one SIGINT,
+    from here: pytest abandons the benchmark in progress and ends the session, and pytest-benchmark
+    saves what it has (the abandoned one too, which `keep_finished` leaves out). What the suite
+    prints after the interrupt is not shown; a second Ctrl-C kills it.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # pytest's progress dots as they happen, through the pipe
+    if sys.stdout.isatty():
+        env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
+        command = [*command, "--color=yes"]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=stderr, env=env,
+                                   process_group=0)
+        interrupted = False
+        try:
+            relay(process.stdout, sys.stdout)
+            process.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            process.send_signal(signal.SIGINT)
+            try:
+                relay(process.stdout, None)
+                process.wait()
+            except KeyboardInterrupt:
+                process.kill()
+                process.wait()
+                raise RunInterrupted(None, 0) from None
+        finally:
+            process.stdout.close()
+        stderr.seek(0)
+        lines = stderr.read().decode("utf-8", errors="replace").splitlines()
+    errors = [line for line in lines if not is_suite_noise(line)]
+    traceback = any(line.startswith("Traceback (most recent call last)") for line in errors)
+    return SuiteOutcome(process.returncode, interrupted, errors, traceback)
+
+
+def relay(stream: IO[bytes], out: TextIO | None) -> None:
+    """Copy `stream` to `out` (None: discard) chunk by chunk, not line by line: pytest's progress
+    line grows a dot per test."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while chunk := os.read(stream.fileno(), 65536):
+        if out is not None:
+            out.write(decoder.decode(chunk))
+            out.flush()
+
+
+def is_suite_noise(line: str) -> bool:
+    """pytest-benchmark's `Wrote benchmark data in: <the .partial directory>`, a path gone a moment
+    later (ours, `results: ...`, names the final one), blank lines, and known library chatter."""
+    return not line.strip() or line.startswith("Wrote benchmark data in:") or is_library_chatter(line)
+
+
+def write_failure(suite: SuiteOutcome) -> str | None:
+    """Why the suite's process could not write, when it died on an OSError (`No space left on
+    device`); None for any other end, whose stderr is then shown whole."""
+    if suite.returncode == 0 or not suite.traceback:
+        return None
+    written = OS_ERROR.match(suite.errors[-1])
+    return written.group(1) if written else None
+
+
+def keep_finished(partial: Path, run_dir: Path) -> int:
+    """After an interrupt: keep, in `run_dir`, the benchmarks whose tests passed, marked interrupted;
+    return how many (0, and nothing kept, when no phase had finished or nothing was saved)."""
+    try:
+        result = json.loads((partial / RESULT_FILE).read_text(encoding="utf-8"))
+        passed = set((partial / PASSED_FILE).read_text(encoding="utf-8").splitlines())
+    except (OSError, ValueError):
+        return 0  # nothing saved, or the save itself was cut short
+    finished = [bench for bench in result.get("benchmarks") or [] if bench.get("fullname") in passed]
+    if not any(bench["extra_info"].get("phase") != "overhead" for bench in finished):
+        return 0  # the harness's own rows alone are not worth a run directory
+    result["benchmarks"] = finished
+    result.setdefault("twolayer", {}).update(run_id=run_dir.name, interrupted=True)
+    (partial / RESULT_FILE).write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
+    (partial / PASSED_FILE).unlink()
+    os.replace(partial, run_dir)
+    return len(finished)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
+
 from twolayer.variants import Variant, run_iteration
 
 
@@ -29,8 +31,10 @@ def train(variant: Variant, iterations: int, every: int = 50, log: Callable[[int
             log(iteration, loss)
         return loss
 
-    for iteration in range(iterations):
-        run_iteration(variant)
-        check_and_log(iteration)
-    variant.forward()
-    return check_and_log(iterations)
+    # numpy would warn of each overflow on its way to inf; the check above reports divergence, once
+    with np.errstate(over="ignore", invalid="ignore"):
+        for iteration in range(iterations):
+            run_iteration(variant)
+            check_and_log(iteration)
+        variant.forward()
+        return check_and_log(iterations)

@@ -1,0 +1,13 @@
+"""The one-line rule for a failing command: one line of ours on stderr, whatever libraries print."""
+
+from twolayer.chatter import is_library_chatter
+
+
+def our_lines(err: str) -> list[str]:
+    """stderr's lines, less only the known library chatter that `twolayer.chatter` names."""
+    return [line for line in err.splitlines() if line.strip() and not is_library_chatter(line)]
+
+
+def assert_one_line(err: str, message: str = "") -> None:
+    lines = our_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("twolayer ") and message in lines[0], err
