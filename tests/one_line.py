@@ -10,4 +10,4 @@ def our_lines(err: str) -> list[str]:
 
 def assert_one_line(err: str, message: str = "") -> None:
     lines = our_lines(err)
-    assert len(lines) == 1 and lines[0].startswith("twolayer ") and message in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith(("twolayer ", "twolayer:")) and message in lines[0], err
