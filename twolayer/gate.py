@@ -338,7 +338,7 @@ def gate_markdown(table: pd.DataFrame, threshold: float) -> str:
     order = {"slower": 0, "faster": 1, "inconclusive": 2, "unchanged": 3, "only_in_base": 4, "only_in_new": 5}
     view = table.assign(_order=table["verdict"].map(order)).sort_values(["_order", *MATCH])
     lines = [f"### twolayer gate: {table['new_run_id'].iloc[0]} against {table['base_run_id'].iloc[0]}", "",
-             f"Paired, interleaved timing (ratio = head / base, 95% BCa interval over pairs); threshold "
+             f"Paired, interleaved timing (ratio = head / base; 95% interval: a bootstrap over worker processes, then builds); threshold "
              f"{threshold:.0%}.", "",
              "| verdict | device | variant | phase | dtype | size | base us | head us | ratio | interval | pairs |",
              "|---|---|---|---|---|---|---:|---:|---:|---|---:|"]
