@@ -8,9 +8,9 @@ from synthetic_runs import bench, constant, write_run
 
 from twolayer import cli
 from twolayer import peak as peak_module
+from twolayer.canary import MachineState
 from twolayer.cases import SWEEP_SIZES
 from twolayer.cli import main
-from twolayer.canary import MachineState
 from twolayer.hardware import hardware_identity
 from twolayer.peak import Peak, cached_peaks
 from twolayer.problem import Problem, parse_size, sgd_rate_scale

@@ -18,7 +18,8 @@ numpy_manual's `step` up to 12% apart, steadily. So each side runs in several wo
 The statistic comes from the pairs: per pair, the ratio of the block medians (head / base); per
 instance, the mean of its pairs' log-ratios; the estimate is the median over instances. Its 95%
 interval is a hierarchical bootstrap, process pairs drawn first and instances within them, so
-that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only). The verdict rule is `compare`'s: `slower` or `faster` only when the whole
+that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only).
+The verdict rule is `compare`'s: `slower` or `faster` only when the whole
 interval lies beyond the threshold, `unchanged` only when it lies within it. An interval that
 straddles the threshold is retimed (more pairs, pooled with the first) a bounded number of times;
 if it still cannot decide, the verdict is `inconclusive` and the reason is printed, with the
@@ -338,7 +339,8 @@ def gate_markdown(table: pd.DataFrame, threshold: float) -> str:
     order = {"slower": 0, "faster": 1, "inconclusive": 2, "unchanged": 3, "only_in_base": 4, "only_in_new": 5}
     view = table.assign(_order=table["verdict"].map(order)).sort_values(["_order", *MATCH])
     lines = [f"### twolayer gate: {table['new_run_id'].iloc[0]} against {table['base_run_id'].iloc[0]}", "",
-             f"Paired, interleaved timing (ratio = head / base; 95% interval: a bootstrap over worker processes, then builds); threshold "
+             "Paired, interleaved timing (ratio = head / base; 95% interval: a bootstrap over worker processes, "
+             f"then builds); threshold "
              f"{threshold:.0%}.", "",
              "| verdict | device | variant | phase | dtype | size | base us | head us | ratio | interval | pairs |",
              "|---|---|---|---|---|---|---:|---:|---:|---|---:|"]
