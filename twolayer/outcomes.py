@@ -17,6 +17,7 @@ class PassedTests:
         self.path = path
         self.nodeids: list[str] = []
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal prints the test's dot: a Ctrl-C seen after it finds it recorded
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
             self.nodeids.append(report.nodeid)
