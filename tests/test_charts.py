@@ -90,3 +90,12 @@ def test_several_runs_are_all_drawn_and_named(tmp_path, figures):
     assert len(bars_of(axes)) == 8  # four variants from each run: none averaged or dropped
     legend = [text.get_text() for text in axes.get_legend().get_texts()]
     assert any("run first" in t for t in legend) and any("run second" in t for t in legend)
+
+
+def test_one_long_whisker_gets_a_log_axis_too(tmp_path, figures):
+    """Medians within 10x, but a third quartile 200x its median would squeeze every bar to a sliver."""
+    stretched = np.concatenate([constant(120e-6, 120), constant(24e-3, 80)])
+    path = write_run(tmp_path / "step.json", [bench("torch_manual", "step", constant(90e-6)),
+                                             bench("torch_autograd", "step", stretched)])
+    phase_charts(comparison(load_runs([path])), load_runs([path]))
+    assert figures[0].axes[0].get_xscale() == "log"

@@ -21,8 +21,8 @@ def phase_charts(compared: pd.DataFrame, summary: pd.DataFrame | None = None) ->
 
     A bar is a median. Its whisker runs from the first to the third quartile of the raw timings,
     taken from `summary`'s `raw_s` the way pytest-benchmark takes its `q1` and `q3`, so it never
-    goes below zero (no raw timings, no whisker). Where a chart's values span more than 10x its
-    axis is logarithmic. Bars flagged noisy are hatched and disturbed ones faded, with a legend
+    goes below zero (no raw timings, no whisker). Where a chart's values (medians and quartiles)
+    span more than 10x its axis is logarithmic. Bars flagged noisy are hatched and disturbed ones faded, with a legend
     entry each. Every (run, machine, device, dtype mode, size) is a series of its own colour:
     nothing is averaged or dropped.
     """
@@ -44,9 +44,9 @@ def phase_charts(compared: pd.DataFrame, summary: pd.DataFrame | None = None) ->
         order += sorted(set(rows["variant"]) - set(order))
         position = {variant: i for i, variant in enumerate(order)}
         medians, lows, highs = rows["median_s"] * 1e6, rows["q1_s"] * 1e6, rows["q3_s"] * 1e6
-        log = medians.max() / medians.min() > LOG_SPAN
-        smallest = np.nanmin([medians.min(), lows[lows > 0].min()])
-        base = 10 ** math.floor(math.log10(smallest)) if log else 0.0  # a log axis has no zero to start bars at
+        drawn = pd.concat([medians, lows[lows > 0], highs]).dropna()  # one long whisker squeezes the bars too
+        log = drawn.max() / drawn.min() > LOG_SPAN
+        base = 10 ** math.floor(math.log10(drawn.min())) if log else 0.0  # a log axis has no zero to start bars at
 
         height = 0.8 / len(series)
         figure, axes = plt.subplots(figsize=(11, 0.45 * len(order) * len(series) + 1.8))
@@ -72,7 +72,7 @@ def phase_charts(compared: pd.DataFrame, summary: pd.DataFrame | None = None) ->
                               textcoords="offset points", va="center", fontsize="x-small")
         axes.set_yticks(range(len(order)), order)
         axes.set_ylim(-0.6, len(order) - 0.4)
-        right = np.nanmax([medians.max(), highs.max()])
+        right = drawn.max()
         if log:
             axes.set_xscale("log")
             axes.set_xlim(base, right * 5)  # room for the value beside the longest bar
