@@ -118,8 +118,8 @@ class WorkerProcess:
 
 @dataclass
 class Pairs:
-    """The block medians of one benchmark, pair by pair (with the instance each pair was timed on),
-    and every per-call value of each side."""
+    """The block medians of one benchmark, pair by pair, with the instance and process each pair
+    was timed on and each block's wall time."""
 
     base: list[float] = field(default_factory=list)
     new: list[float] = field(default_factory=list)
@@ -127,8 +127,6 @@ class Pairs:
     process: list[int] = field(default_factory=list)  # which pair of worker processes timed it
     base_wall: list[float] = field(default_factory=list)  # wall seconds of each block, setups included
     new_wall: list[float] = field(default_factory=list)
-    base_values: list[float] = field(default_factory=list)
-    new_values: list[float] = field(default_factory=list)
 
     @property
     def log_ratios(self) -> np.ndarray:
@@ -194,7 +192,6 @@ def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, 
             walls[name] = clock() - start
             spent[name] += walls[name]
             medians[name] = float(np.median(values))
-            (pairs.base_values if name == "base" else pairs.new_values).extend(values)
         pairs.base.append(medians["base"])
         pairs.new.append(medians["new"])
         pairs.base_wall.append(walls["base"])
@@ -267,7 +264,8 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
                else "too few pairs the co-tenant left alone to decide")
         reason = (f"{why} after {timings} timings, {instance} instances, {len(pairs.base)} pairs "
                   f"({pairs.hit_fraction():.0%} of pairs hit on one side); machine: {describe_machine(after)}")
-    clean = pairs.clean() if pairs.clean().any() else np.ones(len(pairs.base), dtype=bool)
+    clean = pairs.clean()
+    clean = clean if clean.any() else np.ones(len(pairs.base), dtype=bool)
     return CaseResult(case=case, verdict=decided, interval=interval, pairs=len(pairs.base), block_rounds=rounds,
                       timings=timings, reason=reason,
                       # per side, the median block of the clean pairs: what a calm moment times

@@ -130,11 +130,15 @@ def check_machine(options: RunOptions) -> MachineState:
     return state
 
 
+def canaries(bench: dict) -> list[float]:
+    """The canaries timed before and after a benchmark, those recorded."""
+    return [c for c in (bench["extra_info"].get(k) for k in ("canary_before_s", "canary_after_s")) if c]
+
+
 def disturbed_benchmarks(result: dict) -> list[dict]:
     """The benchmarks whose canary ran slow against the run's usual or the machine's quiet one."""
     benchmarks = result["benchmarks"]
-    canaries = lambda bench: [bench["extra_info"].get(k) for k in ("canary_before_s", "canary_after_s")]  # noqa: E731
-    reference = canary_reference([max(filter(None, canaries(b)), default=0.0) for b in benchmarks],
+    reference = canary_reference([max(canaries(b), default=0.0) for b in benchmarks],
                                  result.get("twolayer", {}).get("quiet_canary_s"))
     return [b for b in benchmarks if any(is_disturbed(c, reference) for c in canaries(b))]
 
@@ -173,9 +177,7 @@ def retime_disturbed(result: dict, options: RunOptions, partial: Path, run_id: s
             if again is None:
                 continue
             again["extra_info"]["retimed"] = attempt
-            worst = lambda b: max(filter(None, (b["extra_info"].get(k) for k in ("canary_before_s",  # noqa: E731
-                                                                                  "canary_after_s"))), default=0.0)
-            if worst(again) < worst(bench):
+            if max(canaries(again), default=0.0) < max(canaries(bench), default=0.0):
                 result["benchmarks"][index] = again
             else:
                 bench["extra_info"]["retimed"] = attempt
@@ -186,10 +188,9 @@ def remember_quiet(result: dict, options: RunOptions, before: MachineState) -> N
     machine's quiet canary (kept only when quieter than the one known)."""
     if before.others_running:
         return
-    canaries = [b["extra_info"].get(k) for b in result["benchmarks"] for k in ("canary_before_s", "canary_after_s")]
-    canaries = [c for c in canaries if c]
-    if canaries:
-        remember_quiet_canary(options.out, statistics.median(canaries))
+    seen = [c for bench in result["benchmarks"] for c in canaries(bench)]
+    if seen:
+        remember_quiet_canary(options.out, statistics.median(seen))
 
 
 def run_suite(options: RunOptions) -> Path:
