@@ -6,7 +6,7 @@ import pytest
 from synthetic_runs import bench, write_run
 
 from twolayer.cli import main
-from twolayer.compare import median_ratio_interval, verdict
+from twolayer.compare import RatioInterval, median_ratio_interval, straddle_reason, verdict
 
 
 def noise(median, rounds=400, seed=0, spread=0.05):
@@ -131,3 +131,24 @@ def test_different_provenance_is_warned_about(capsys, tmp_path):
     new = write_run(tmp_path / "b.json", [bench("torch_manual", "forward", noise(1e-4))], host="box-b")
     assert main(["compare", str(base), str(new), "--out", str(tmp_path)]) == 0
     assert "warning: machine differs: box-a vs box-b" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ratio, low, high, expected", [
+    (1.25, 1.20, 1.30, "slower"),  # beyond the threshold, and no noise could explain it
+    (1.12, 1.05, 1.19, "slower"),  # the estimate matters, the interval excludes no change
+    (1.12, 0.98, 1.30, "inconclusive"),  # the estimate matters, but noise could explain it
+    (1.05, 1.02, 1.08, "unchanged"),  # a real change too small to matter
+    (1.05, 1.01, 1.15, "inconclusive"),  # small, but a change beyond the threshold is plausible
+    (1.00, 0.95, 1.05, "unchanged"),
+    (0.80, 0.75, 0.85, "faster"),
+    (0.89, 0.85, 0.95, "faster"),  # 1 / 0.89 = 1.12: a speedup beyond the threshold, beyond noise
+    (0.89, 0.80, 1.02, "inconclusive"),
+    (0.97, 0.95, 0.99, "unchanged"),  # 3% faster passes a 10% gate, as 3% slower does
+    (1.03, 1.01, 1.05, "unchanged"),
+])
+def test_the_verdict_needs_a_change_beyond_noise_and_beyond_the_threshold(ratio, low, high, expected):
+    interval = RatioInterval(ratio, low, high, "within-run")
+    assert verdict(interval, 0.10) == expected
+    if expected == "inconclusive":
+        beyond = ratio > 1.10 or ratio < 1 / 1.10
+        assert ("includes no change" if beyond else "too noisy to decide") in straddle_reason(interval, 0.10)

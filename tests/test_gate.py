@@ -12,7 +12,7 @@ import pytest
 
 from twolayer.cli import main
 from twolayer.environment import PROJECT_ROOT
-from twolayer.gate import GateOptions, Pairs, gate_case, matched_cases
+from twolayer.gate import GateOptions, Pairs, Processes, gate_case, matched_cases
 from twolayer.gate_worker import Worker, serve
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
@@ -72,7 +72,7 @@ BURSTS = tuple((start, start + length) for start, length in zip(np.arange(0.05, 
 def test_identical_code_under_bursts_is_unchanged():
     machine = Machine(BURSTS)
     bases, news = sides(machine, 100e-6, 100e-6)
-    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    result = gate_case(Processes(bases, news), CASE, OPTIONS, clock=machine.clock)
     assert result.verdict == "unchanged", result
     assert 0.95 < result.interval.low <= result.interval.ratio <= result.interval.high < 1.05
 
@@ -80,7 +80,7 @@ def test_identical_code_under_bursts_is_unchanged():
 def test_a_25_percent_slowdown_under_bursts_is_slower():
     machine = Machine(BURSTS)
     bases, news = sides(machine, 100e-6, 125e-6)
-    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    result = gate_case(Processes(bases, news), CASE, OPTIONS, clock=machine.clock)
     assert result.verdict == "slower" and result.interval.low > 1.1
     assert result.interval.ratio == pytest.approx(1.25, rel=0.03)
 
@@ -91,27 +91,69 @@ def test_process_offsets_widen_the_interval_instead_of_reading_as_a_change():
     machine = Machine()
     one_pair = GateOptions(budget_s=0.2, processes=1, retimes=0)
     bases, news = sides(machine, 100e-6, 100e-6, offsets=((1.0, 0.85),))
-    assert gate_case(bases, news, CASE, one_pair, clock=machine.clock).verdict == "faster"
+    assert gate_case(Processes(bases, news), CASE, one_pair, clock=machine.clock).verdict == "faster"
     bases, news = sides(machine, 100e-6, 100e-6, offsets=((1.0, 0.85), (0.95, 1.0), (1.0, 1.06), (1.04, 1.0)))
-    result = gate_case(bases, news, CASE, OPTIONS, clock=machine.clock)
+    result = gate_case(Processes(bases, news), CASE, OPTIONS, clock=machine.clock)
     assert result.verdict != "faster"
     assert result.interval.low < 0.97 and result.interval.high > 1.01
 
 
 def test_an_undecidable_interval_is_retimed_a_bounded_number_of_times_then_inconclusive():
     machine = Machine()
-    # a 10% difference sits on the threshold itself: more pairs cannot take it off
-    bases, news = sides(machine, 100e-6, 110e-6, offsets=((1.0, 0.96), (1.0, 1.04), (0.97, 1.0), (1.03, 1.0)))
-    result = gate_case(bases, news, CASE, GateOptions(budget_s=0.1, processes=4, retimes=2), clock=machine.clock)
+    # an 8% difference whose processes spread it 4% either way: the interval reaches past the
+    # threshold, and more pairs from the same processes cannot narrow it
+    bases, news = sides(machine, 100e-6, 108e-6, offsets=((1.0, 0.96), (1.0, 1.04), (0.97, 1.0), (1.03, 1.0)))
+    result = gate_case(Processes(bases, news), CASE, GateOptions(budget_s=0.1, processes=4, retimes=2),
+                       clock=machine.clock)
     assert result.verdict == "inconclusive" and result.timings == 3
-    assert "straddles the 10% threshold" in result.reason and "after 3 timings" in result.reason
+    assert "within the 10% threshold, but the interval reaches beyond it" in result.reason
+    assert "after 3 timings" in result.reason and "in 4 process pairs" in result.reason
     assert "canary" in result.reason  # the machine's state is printed with it
+
+
+class ClosableSide(ScriptedSide):
+    def close(self):
+        self.requests.append(("close", {}))
+
+
+def test_a_retime_runs_in_fresh_processes_which_narrow_what_the_old_ones_spread():
+    """Identical code whose first four process pairs sit 12% apart: undecidable. Each retime closes
+    them and starts four fresh pairs (here with the spread of most processes, 1-2%); pooled over
+    the process pairs of all timings, the interval narrows to a decision."""
+    machine = Machine()
+    spread = ((1.0, 0.88), (1.0, 1.12), (0.88, 1.0), (1.12, 1.0))
+    first = [ClosableSide(machine, 100e-6, b) for b, _ in spread], [ClosableSide(machine, 100e-6, n) for _, n in spread]
+    started = []
+
+    def fresh():
+        offsets = ((1.0, 0.99), (1.01, 1.0), (1.0, 1.02), (0.98, 1.0))
+        pair = ([ClosableSide(machine, 100e-6, b) for b, _ in offsets],
+                [ClosableSide(machine, 100e-6, n) for _, n in offsets])
+        started.append(pair)
+        return pair
+
+    options = GateOptions(budget_s=0.1, processes=4, retimes=2)
+    stuck = gate_case(Processes(*first), CASE, options, clock=machine.clock)
+    assert stuck.verdict == "inconclusive" and stuck.process_pairs == 4  # no way to start fresh ones
+    first = [ClosableSide(machine, 100e-6, b) for b, _ in spread], [ClosableSide(machine, 100e-6, n) for _, n in spread]
+    pool = Processes(*first, renew=fresh)
+    result = gate_case(pool, CASE, options, clock=machine.clock)
+    assert result.verdict == "unchanged", result.reason
+    assert result.timings == len(started) + 1 and result.process_pairs == 4 * result.timings
+    assert sorted(set(result.pair_medians_s["process"])) == list(range(4 * result.timings))
+    assert all(side.requests[-1][0] == "close" for side in (*first[0], *first[1]))  # the old ones are gone
+    fresh_sides = (*pool.bases, *pool.news)
+    assert all(side.requests[-1][0] == "release" for side in fresh_sides)
+    # every fresh process runs a discarded warm-up block before its first timed pair
+    for side in fresh_sides:
+        ops = [op for op, _ in side.requests]
+        assert ops[:3] == ["prepare", "measure", "measure"] and ops.count("prepare") >= 2
 
 
 def test_pairs_alternate_abba_and_every_side_is_built_afresh_and_released():
     machine = Machine()
     bases, news = sides(machine, 100e-6, 100e-6)
-    gate_case(bases, news, CASE, GateOptions(budget_s=0.01, processes=4, retimes=0), clock=machine.clock)
+    gate_case(Processes(bases, news), CASE, GateOptions(budget_s=0.01, processes=4, retimes=0), clock=machine.clock)
     order = []
     for name, group in (("base", bases), ("new", news)):
         for process, side in enumerate(group):

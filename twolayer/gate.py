@@ -19,11 +19,13 @@ The statistic comes from the pairs: per pair, the ratio of the block medians (he
 instance, the mean of its pairs' log-ratios; the estimate is the median over instances. Its 95%
 interval is a hierarchical bootstrap, process pairs drawn first and instances within them, so
 that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only).
-The verdict rule is `compare`'s: `slower` or `faster` only when the whole
-interval lies beyond the threshold, `unchanged` only when it lies within it. An interval that
-straddles the threshold is retimed (more pairs, pooled with the first) a bounded number of times;
-if it still cannot decide, the verdict is `inconclusive` and the reason is printed, with the
-machine's load and canary, rather than a guess.
+The verdict rule is `compare`'s: `slower` when the interval lies wholly above 1 and the
+estimate above the threshold (`faster` mirrors it), `unchanged` only when the whole interval lies
+within the threshold. Anything else is retimed a bounded number of times, each time in fresh
+worker processes (the old ones are closed), with the pairs pooled: more pairs from the same
+processes would leave the processes' own spread as wide as it was. If it still cannot decide, the
+verdict is `inconclusive` and the reason is printed, with the machine's load and canary, rather
+than a guess.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class GateOptions:
     max_block_rounds: int = 1000
     block_stretch: float = 2.0  # a block slowed beyond this many times its planned length is cut short
     processes: int = 6  # worker processes per side: the process is a unit of noise (pyperf spawns 20)
-    retimes: int = 2  # extra timings, pooled, for a benchmark whose interval straddles the threshold
+    retimes: int = 2  # extra timings, in fresh processes and pooled, for a benchmark that cannot be decided
 
 
 class Side(Protocol):
@@ -208,6 +210,7 @@ class CaseResult:
     pairs: int
     block_rounds: int
     timings: int  # 1 + the retimes it took
+    process_pairs: int  # the worker process pairs its instances went round, retimes' fresh ones included
     reason: str
     base_median_s: float
     new_median_s: float
@@ -217,24 +220,63 @@ class CaseResult:
     pair_medians_s: dict
 
 
-def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOptions,
+class Processes:
+    """The pairs of worker processes (base, head) that a benchmark's instances go round, each pair
+    with an id of its own for the bootstrap. `renew` swaps them all for fresh processes: a retime
+    in the same processes adds pairs but cannot narrow the part of the interval that the processes
+    themselves cause, and on a busy machine that part is most of it."""
+
+    def __init__(self, bases: list[Side], news: list[Side],
+                 renew: Callable[[], tuple[list[Side], list[Side]]] | None = None) -> None:
+        if len(bases) != len(news) or not bases:
+            raise ValueError("a pool needs as many base as head processes, and at least one of each")
+        self.bases, self.news, self.renewer = list(bases), list(news), renew
+        self.first_id = 0  # the id of bases[0]; ids are never reused, so old pairs stay distinct
+        self.renewals = 0
+
+    def __len__(self) -> int:
+        return len(self.bases)
+
+    def pair(self, slot: int) -> tuple[int, Side, Side]:
+        slot %= len(self.bases)
+        return self.first_id + slot, self.bases[slot], self.news[slot]
+
+    def sides(self) -> tuple[Side, ...]:
+        return (*self.bases, *self.news)
+
+    def renew(self) -> bool:
+        """Fresh processes in place of these (which are closed); False where there is no way to start any."""
+        if self.renewer is None:
+            return False
+        fresh_bases, fresh_news = self.renewer()
+        for side in self.sides():
+            close = getattr(side, "close", None)
+            if close is not None:
+                close()
+        self.first_id += len(self.bases)
+        self.bases, self.news = list(fresh_bases), list(fresh_news)
+        self.renewals += 1
+        return True
+
+
+def gate_case(pool: Processes, case: dict, options: GateOptions,
               clock: Callable[[], float] = time.perf_counter) -> CaseResult:
-    """Time instances (a fresh build on each side, then a few pairs), going round the pairs of
-    worker processes, until each side has spent its budget; retime, pooling, while the interval
-    cannot decide; release every side."""
+    """Time instances (a fresh build on each side, then a few pairs), going round the pool's pairs
+    of worker processes, until each side has spent its budget; while the interval cannot decide,
+    retime in fresh processes where the pool can start them, pooling; release every side."""
     pairs = Pairs()
     timings, instance, rounds = 0, 0, 1
     before: dict = {}
+    warm: set[int] = set()  # processes that have run this case's discarded first block
     while True:
         spent = {"base": 0.0, "new": 0.0}
         count, clean_before = 0, pairs.clean_wall()
         # until each side has its budget in clean blocks (a co-tenant's hits do not count), within a
         # wall-clock cap, and at least a build on every process
-        while count < options.max_instances and (count < max(options.min_instances, len(bases)) or (
+        while count < options.max_instances and (count < max(options.min_instances, len(pool)) or (
                 pairs.clean_wall() - clean_before < options.budget_s
                 and max(spent.values()) < options.wall_cap * options.budget_s)):
-            process = instance % len(bases)
-            base, new = bases[process], news[process]
+            process, base, new = pool.pair(count)
             start = clock()
             probes = [side.request("prepare", case=case["id"], instance=instance)["probe_round_s"]
                       for side in ((base, new) if instance % 2 == 0 else (new, base))]
@@ -244,10 +286,11 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
                 # fixed for the case, every block alike; the faster probe, since a burst only slows one
                 rounds = block_rounds(min(probes), options)
                 before = base.request("canary")
-            if instance < len(bases):  # a block each, discarded: every process starts warm
+            if process not in warm:  # a block each, discarded: every process starts warm
                 for side in (base, new):
                     side.request("measure", case=case["id"], metric="time_s", rounds=rounds,
                                  max_s=options.block_s * options.block_stretch)
+                warm.add(process)
             time_instance(base, new, case["id"], rounds, instance, process, options, pairs, spent, clock)
             instance, count = instance + 1, count + 1
         timings += 1
@@ -255,19 +298,21 @@ def gate_case(bases: list[Side], news: list[Side], case: dict, options: GateOpti
         decided = verdict(interval, options.threshold)
         if decided != "inconclusive" or timings > options.retimes:
             break
-    after = bases[0].request("canary")
-    for side in (*bases, *news):
+        pool.renew()
+    after = pool.bases[0].request("canary")
+    for side in pool.sides():
         side.request("release", case=case["id"])
     reason = ""
     if decided == "inconclusive":
         why = (straddle_reason(interval, options.threshold) if np.isfinite(interval.low)
                else "too few pairs the co-tenant left alone to decide")
-        reason = (f"{why} after {timings} timings, {instance} instances, {len(pairs.base)} pairs "
-                  f"({pairs.hit_fraction():.0%} of pairs hit on one side); machine: {describe_machine(after)}")
+        reason = (f"{why} after {timings} timings, {instance} instances in {len(set(pairs.process))} process pairs, "
+                  f"{len(pairs.base)} pairs ({pairs.hit_fraction():.0%} of pairs hit on one side); "
+                  f"machine: {describe_machine(after)}")
     clean = pairs.clean()
     clean = clean if clean.any() else np.ones(len(pairs.base), dtype=bool)
     return CaseResult(case=case, verdict=decided, interval=interval, pairs=len(pairs.base), block_rounds=rounds,
-                      timings=timings, reason=reason,
+                      timings=timings, process_pairs=len(set(pairs.process)), reason=reason,
                       # per side, the median block of the clean pairs: what a calm moment times
                       base_median_s=float(np.median(np.asarray(pairs.base)[clean])),
                       new_median_s=float(np.median(np.asarray(pairs.new)[clean])), hit_fraction=pairs.hit_fraction(),
@@ -309,6 +354,9 @@ class Remapped:
             fields["case"] = self.ids.get(fields["case"], fields["case"])
         return self.side.request(op, **fields)
 
+    def close(self) -> None:
+        self.side.close()
+
 
 def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list[dict], base_commit: str,
                 new_commit: str, threshold: float) -> pd.DataFrame:
@@ -319,6 +367,7 @@ def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list
                      "new_median_s": r.new_median_s, "ratio": r.interval.ratio, "ratio_low": r.interval.low,
                      "ratio_high": r.interval.high, "interval_kind": PAIRED, "reason": r.reason, "verdict": r.verdict,
                      "pairs": r.pairs, "block_rounds": r.block_rounds, "timings": r.timings,
+                     "process_pairs": r.process_pairs,
                      "hit_pairs": r.hit_fraction, "canary_before_s": r.machine_before["canary_s"],
                      "canary_after_s": r.machine_after["canary_s"],
                      "load_avg_1m": r.machine_before.get("load_avg_1m"),
@@ -355,13 +404,16 @@ def gate_markdown(table: pd.DataFrame, threshold: float) -> str:
     return "\n".join(lines + ([""] + reasons if reasons else [])) + "\n"
 
 
-def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int) -> tuple[list, list, dict, dict]:
-    """`processes` workers per side, each checked to run its own tree's code and our protocol."""
+def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int,
+                generation: int = 0) -> tuple[list, list, dict, dict]:
+    """`processes` workers per side, each checked to run its own tree's code and our protocol.
+    `generation` counts the pools started before (a retime's fresh processes): it names the logs."""
     started: list[WorkerProcess] = []
+    suffix = f"-{generation}" if generation else ""
     try:
         for index in range(processes):
-            started.append(WorkerProcess("base", base_tree, out / "logs" / f"worker-base-{index}.log"))
-            started.append(WorkerProcess("head", new_tree, out / "logs" / f"worker-head-{index}.log"))
+            started.append(WorkerProcess("base", base_tree, out / "logs" / f"worker-base-{index}{suffix}.log"))
+            started.append(WorkerProcess("head", new_tree, out / "logs" / f"worker-head-{index}{suffix}.log"))
         hellos = []
         for side in started:
             hello = side.request("hello")
@@ -387,22 +439,39 @@ def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, option
     if not (base_tree / "twolayer" / "gate_worker.py").is_file():
         raise GateError(f"the base tree {base_tree} predates the paired gate (no twolayer/gate_worker.py)")
     bases, news, base_hello, new_hello = start_sides(base_tree, new_tree, out, options.processes)
+    pool = Processes(bases, news)
     try:
         base_cases = [side.request("cases", **selection)["cases"] for side in bases][0]
         new_cases = [side.request("cases", **selection)["cases"] for side in news][0]
         both, only_base, only_new = matched_cases(base_cases, new_cases)
         if not both:
             raise GateError("the two trees share no benchmark that can run here: nothing to compare")
-        base_sides = [Remapped(side, {c["id"]: c["base_id"] for c in both}) for side in bases]
+        base_ids = {c["id"]: c["base_id"] for c in both}
+        starts = iter(range(1, 1_000_000))
+
+        def fresh_processes() -> tuple[list[Side], list[Side]]:
+            fresh_bases, fresh_news, _, _ = start_sides(base_tree, new_tree, out, options.processes,
+                                                        generation=next(starts))
+            try:
+                for side in (*fresh_bases, *fresh_news):
+                    side.request("cases", **selection)
+            except BaseException:
+                for side in (*fresh_bases, *fresh_news):
+                    side.close()
+                raise
+            return [Remapped(side, base_ids) for side in fresh_bases], fresh_news
+
+        pool = Processes([Remapped(side, base_ids) for side in bases], news, renew=fresh_processes)
         results = []
         for index, case in enumerate(both, 1):
-            result = gate_case(base_sides, news, case, options)
+            result = gate_case(pool, case, options)
             results.append(result)
             progress(f"[{index}/{len(both)}] {result.verdict:<12} {case['id']}: {result.interval.ratio:.3f} "
                      f"({result.interval.low:.3f}-{result.interval.high:.3f}), {result.pairs} pairs of "
-                     f"{result.block_rounds} rounds, {result.timings} timing(s)")
+                     f"{result.block_rounds} rounds in {result.process_pairs} process pairs, "
+                     f"{result.timings} timing(s)")
     finally:
-        for side in (*bases, *news):
+        for side in pool.sides():
             side.close()
     warnings = [f"{name} differs: {base_hello['machine'].get(name)} vs {new_hello['machine'].get(name)}"
                 for name in ("torch_version", "numpy_version", "torch_threads", "numpy_threads", "hardware")
