@@ -13,7 +13,7 @@ from twolayer.cases import BenchCase
 from twolayer.devices import device_name
 from twolayer.environment import numpy_threads
 from twolayer.phases import PhaseCall
-from twolayer.timing import Budget, plan_rounds
+from twolayer.timing import Budget, RoundPlan, plan_rounds
 
 
 def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | None, case: BenchCase | None,
@@ -44,17 +44,20 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
     )
 
 
-def time_call(benchmark, call: PhaseCall, budget: Budget) -> None:
-    """Time `call` with pytest-benchmark: one call per round, setup untimed before each."""
+def time_call(benchmark, call: PhaseCall, budget: Budget) -> RoundPlan | None:
+    """Time `call` with pytest-benchmark: one call per round, setup untimed before each. Returns the
+    round plan handed to pytest-benchmark; None where timing is disabled (plain `pytest`), which
+    runs the call once, untimed."""
     if benchmark.disabled:
         benchmark.pedantic(call.target, setup=call.setup)
-        return
+        return None
     plan = plan_rounds(call, budget)
     benchmark.extra_info["warmup_rounds"] = plan.warmup_rounds
     benchmark.extra_info.update(machine_load(samples=3, interval_s=0.005))  # contention, for the reader
     benchmark.extra_info["canary_before_s"] = canary_seconds()
     benchmark.pedantic(call.target, setup=call.setup, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)
     benchmark.extra_info["canary_after_s"] = canary_seconds()
+    return plan
 
 
 def check_finite(loss: float, case: BenchCase) -> None:

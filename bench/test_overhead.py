@@ -22,4 +22,13 @@ def test_overhead(benchmark, overhead_device, what, budget, pass_index):
         synchronize(device)
 
     record(benchmark, variant=what, phase="overhead", device=device, dtype=None, case=None, pass_index=pass_index)
-    time_call(benchmark, PhaseCall(empty if what == "harness_empty" else sync, None), budget)
+    plan = time_call(benchmark, PhaseCall(empty if what == "harness_empty" else sync, None), budget)
+    info = benchmark.extra_info
+    assert (info["variant"], info["phase"], info["device"], info["pass"]) == (what, "overhead", device, pass_index)
+    if plan is None:  # plain `pytest`: timing is disabled and the call ran once, untimed
+        return
+    # what was measured is what was planned: every round, none negative, the warm-up recorded
+    stats = benchmark.stats.stats
+    assert stats.rounds == len(stats.data) == plan.rounds
+    assert min(stats.data) >= 0 and info["warmup_rounds"] == plan.warmup_rounds
+    assert 0 < info["canary_before_s"] and 0 < info["canary_after_s"]

@@ -3,7 +3,7 @@
 import pytest
 from synthetic_runs import bench, constant, write_run
 
-from twolayer.canary import canary_seconds
+from twolayer.canary import DISTURBED_CANARY_RATIO, canary_seconds, is_disturbed
 from twolayer.report import build_report
 from twolayer.results import load_runs
 
@@ -41,3 +41,13 @@ def test_a_benchmark_whose_canary_slowed_is_flagged_disturbed(tmp_path):
     assert not bool(table.at["torch_autograd", "disturbed"])
     text = build_report(load_runs([path]), charts=False).markdown()
     assert "| torch_optim | 150.0 (disturbed) |" in text
+
+
+@pytest.mark.parametrize("canary_s, reference_s, disturbed", [
+    (100e-6, 100e-6, False), (114e-6, 100e-6, False), (116e-6, 100e-6, True), (300e-6, 100e-6, True),
+    (80e-6, 100e-6, False),  # quieter than the reference is never disturbed
+    (None, 100e-6, False), (116e-6, float("nan"), False),  # no canary, or nothing to judge it against
+])
+def test_the_disturbed_flag_has_two_sides_at_its_ratio(canary_s, reference_s, disturbed):
+    assert DISTURBED_CANARY_RATIO == 1.15
+    assert is_disturbed(canary_s, reference_s) is disturbed

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 from one_line import assert_one_line, our_lines
 from synthetic_runs import bench, constant, write_run
 
@@ -14,7 +16,11 @@ from twolayer import run as run_module
 from twolayer.cli import main
 from twolayer.devices import device_absent_reason
 from twolayer.environment import PROJECT_ROOT
+from twolayer.flops import phase_flops
+from twolayer.hardware import cpu_identity, hardware_identity, hardware_key
+from twolayer.problem import Problem
 from twolayer.run import RESULT_FILE, SuiteOutcome, keep_finished, new_run_id
+from twolayer.variants import VARIANTS
 
 
 def run_cli(capsys, *argv):
@@ -62,8 +68,12 @@ def test_a_selection_that_matches_nothing_is_refused(capsys, tmp_path, monkeypat
 
 
 def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path):
+    """A real quick run, its JSON checked field by field against what was asked and what this
+    machine is: threads (2, so that a field stuck at 1 shows), canaries, FLOPs per case (Adam's
+    and the biases' included), dtype mode and hardware."""
     code, out, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants",
-                             "numpy_manual,torch_autograd", "--phases", "forward,backward", "--threads", "1")
+                             "numpy_manual,torch_autograd,nn_sequential,module_params", "--phases", "forward,step",
+                             "--threads", "2")
     assert code == 0, err
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(runs) == 1 and not runs[0].name.startswith(".")
@@ -74,19 +84,38 @@ def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path
     assert ".partial" not in out + err and "Wrote benchmark data" not in out + err
     result = json.loads(result_path.read_text())
     assert result["twolayer"]["run_id"] == runs[0].name
-    peak = result["machine_info"]["peak"]["cpu/float32"]
-    assert peak["square_gflops"] > 0 and peak["torch_threads"] == 1
+    machine = result["machine_info"]
+    peak = machine["peak"]["cpu/float32"]
+    assert peak["square_gflops"] > 0 and peak["torch_threads"] == 2
     for key in ("torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model"):
-        assert key in result["machine_info"]
+        assert key in machine
+    assert machine["torch_threads"] == 2 and machine["numpy_threads"] == 2
+    assert machine["torch_version"] == torch.__version__ and machine["numpy_version"] == np.__version__
+    identity = cpu_identity()
+    assert {key: machine[key] for key in identity} == identity
+    assert machine["hardware"] == hardware_key(hardware_identity())
     phases = {(b["extra_info"]["variant"], b["extra_info"]["phase"]) for b in result["benchmarks"]}
-    assert {("numpy_manual", "forward"), ("torch_autograd", "backward"), ("harness_empty", "overhead")} <= phases
+    assert {("numpy_manual", "forward"), ("module_params", "step"), ("nn_sequential", "step"),
+            ("harness_empty", "overhead")} <= phases
     timed = [b for b in result["benchmarks"] if b["extra_info"]["phase"] != "overhead"]
+    assert len(timed) == 8
     for entry in timed:
         info = entry["extra_info"]
-        assert info["torch_threads"] == 1 and info["numpy_threads"] == 1
-        assert info["dtype"] == "float32" and info["size"] == "64x1000x100x10" and info["flops"] > 0
+        variant = VARIANTS[info["variant"]]
+        assert info["torch_threads"] == 2 and info["numpy_threads"] == 2
+        assert info["dtype"] == "float32" and info["dtype_mode"] == "float32" and info["size"] == "64x1000x100x10"
+        expected = phase_flops(Problem(), info["phase"], variant.optimizer, variant.bias)
+        assert info["flops"] == expected, (info["variant"], info["phase"])
+        assert info["learning_rate"] == variant.learning_rate
+        assert 0 < info["canary_before_s"] < 1 and 0 < info["canary_after_s"] < 1
+        assert info["load_avg_1m"] >= 0 and info["others_running"] >= 0
         assert entry["group"] == f"cpu {info['phase']} float32 64x1000x100x10"
         assert len(entry["stats"]["data"]) == entry["stats"]["rounds"] >= 5
+        assert info["warmup_rounds"] >= 2
+    # Adam's step and the biases cost FLOPs of their own: a per-case figure that ignored them shows
+    flops = {(b["extra_info"]["variant"], b["extra_info"]["phase"]): b["extra_info"]["flops"] for b in timed}
+    assert flops[("module_params", "step")] > flops[("torch_autograd", "step")]
+    assert flops[("nn_sequential", "forward")] > flops[("torch_autograd", "forward")]
     # pytest-benchmark's own tooling reads it (the one installed beside this interpreter, not another on PATH)
     compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(result_path), "--columns=median"],
                              capture_output=True, text=True)

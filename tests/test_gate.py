@@ -274,3 +274,24 @@ def test_the_worker_keeps_stdout_for_the_protocol():
     assert done.returncode == 0
     assert done.stdout.splitlines() == [json.dumps({"ok": False, "error": "ValueError: unknown op 'fly'"})]
     assert "chatter from a library" in done.stderr
+
+
+class BurstAtFirstProbe(ScriptedSide):
+    def request(self, op, **fields):
+        reply = super().request(op, **fields)
+        if op == "prepare" and fields["instance"] == 0:
+            reply = {**reply, "probe_round_s": reply["probe_round_s"] * 100}  # a co-tenant hit the first probe
+        return reply
+
+
+def test_a_burst_during_the_first_probe_does_not_fix_the_case_at_one_round_blocks():
+    machine = Machine()
+    bases = [BurstAtFirstProbe(machine, 100e-6) for _ in range(4)]
+    news = [BurstAtFirstProbe(machine, 100e-6) for _ in range(4)]
+    result = gate_case(Processes(bases, news), CASE, OPTIONS, clock=machine.clock)
+    assert result.block_rounds == 200  # 20 ms of 100 us calls, from the later probes
+    first_blocks = [f["rounds"] for op, f in bases[0].requests if op == "measure"][:1]
+    assert first_blocks == [2]  # the first build's blocks followed its probe, the pair alike on both sides
+    for side in (*bases, *news):
+        measured = [f["rounds"] for op, f in side.requests if op == "measure"]
+        assert measured == sorted(measured)  # never fewer rounds once a faster probe is seen

@@ -20,12 +20,21 @@ class ScriptedClock:
         self.now += self.costs.pop(0)
 
 
-def test_rounds_fill_the_budget_from_the_fastest_probe_ignoring_the_first_call():
+def test_rounds_fill_the_budget_from_the_fastest_probe():
     clock = ScriptedClock([0.5, 0.001, 0.3, 0.001, 0.002, 0.001])  # slow calls must not shrink the plan
     plan = plan_rounds(PhaseCall(clock.call, None), Budget(seconds=1.1, max_rounds=10_000), clock)
     assert plan.probe_round_s == pytest.approx(0.001)
     assert plan.rounds == 1000  # 1.1 s / 1 ms, less the 10% spent warming up
     assert plan.warmup_rounds == 100
+
+
+def test_the_first_probe_call_is_ignored_even_when_it_is_the_fastest():
+    """The first call pays (or, with a cache warmed elsewhere, skips) one-off costs: never the plan's."""
+    clock = ScriptedClock([1e-5, 0.001, 0.002, 0.001, 0.003, 0.001])
+    plan = plan_rounds(PhaseCall(clock.call, None), Budget(seconds=1.1, max_rounds=10_000), clock)
+    assert plan.probe_round_s == pytest.approx(0.001)
+    assert plan.rounds == 1000
+    assert clock.costs == []  # exactly probe_calls + 1 calls were made
 
 
 def test_setup_time_counts_against_the_budget():

@@ -80,7 +80,7 @@ def canary_reference(run_canaries: list[float], quiet_s: float | None) -> float:
 
 
 def is_disturbed(canary_s: float | None, reference_s: float) -> bool:
-    return bool(canary_s) and np.isfinite(reference_s) and canary_s > DISTURBED_CANARY_RATIO * reference_s
+    return bool(canary_s and np.isfinite(reference_s) and canary_s > DISTURBED_CANARY_RATIO * reference_s)
 
 
 def _runnable_threads(stat_text: str) -> int:

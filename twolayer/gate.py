@@ -245,14 +245,14 @@ class Processes:
         return (*self.bases, *self.news)
 
     def renew(self) -> bool:
-        """Fresh processes in place of these (which are closed); False where there is no way to start any."""
+        """Fresh processes in place of these (closed first); False where there is no way to start any."""
         if self.renewer is None:
             return False
-        fresh_bases, fresh_news = self.renewer()
-        for side in self.sides():
+        for side in self.sides():  # first, so that a side never holds twice its processes' memory
             close = getattr(side, "close", None)
             if close is not None:
                 close()
+        fresh_bases, fresh_news = self.renewer()
         self.first_id += len(self.bases)
         self.bases, self.news = list(fresh_bases), list(fresh_news)
         self.renewals += 1
@@ -265,7 +265,7 @@ def gate_case(pool: Processes, case: dict, options: GateOptions,
     of worker processes, until each side has spent its budget; while the interval cannot decide,
     retime in fresh processes where the pool can start them, pooling; release every side."""
     pairs = Pairs()
-    timings, instance, rounds = 0, 0, 1
+    timings, instance, rounds, fastest = 0, 0, 1, math.inf
     before: dict = {}
     warm: set[int] = set()  # processes that have run this case's discarded first block
     while True:
@@ -282,9 +282,12 @@ def gate_case(pool: Processes, case: dict, options: GateOptions,
                       for side in ((base, new) if instance % 2 == 0 else (new, base))]
             spent["base"] += (clock() - start) / 2
             spent["new"] += (clock() - start) / 2
+            # the fastest probe so far, since a burst only slows some: a burst during the first
+            # builds would otherwise fix the whole case at blocks of a round or two. Both blocks of a
+            # pair always have the same rounds.
+            fastest = min(fastest, *probes)
+            rounds = block_rounds(fastest, options)
             if instance == 0:
-                # fixed for the case, every block alike; the faster probe, since a burst only slows one
-                rounds = block_rounds(min(probes), options)
                 before = base.request("canary")
             if process not in warm:  # a block each, discarded: every process starts warm
                 for side in (base, new):

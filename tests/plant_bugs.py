@@ -1,0 +1,127 @@
+"""Plant, one at a time, the bugs that the suite once let through, and check that `pytest` fails.
+
+    python tests/plant_bugs.py [NAME ...]
+
+Each plant is applied to a copy of this checkout's files (tracked and untracked, as they are
+now), and the copy's full suite runs with `pytest -x`. A plant that leaves the suite green is a
+hole in the tests: the script then exits 1. Not collected by `pytest` itself (its name does not
+start with `test_`): it runs the suite once per plant, a few minutes in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Plant:
+    name: str
+    what: str
+    edits: tuple[tuple[str, str, str], ...]  # (path, old text, new text), each applied once
+
+
+def plant(name: str, what: str, *edits: tuple[str, str, str]) -> Plant:
+    return Plant(name, what, edits)
+
+
+PLANTS = [
+    plant("adam-rate", "module_params' Adam rate 1e-4 -> 1e-3 (registry)",
+          ("twolayer/variants/__init__.py", '"float32", 1e-4, "adam", "mean", "xavier_normal"',
+           '"float32", 1e-3, "adam", "mean", "xavier_normal"')),
+    plant("no-bias", "nn_sequential loses its bias, in the variant and the registry together",
+          ("twolayer/variants/nn_sequential.py", "bias=True", "bias=False"),
+          ("twolayer/variants/nn_sequential.py", "weights.w1, weights.b1)", "weights.w1)"),
+          ("twolayer/variants/nn_sequential.py", "weights.w2, weights.b2)", "weights.w2)"),
+          ("twolayer/variants/nn_sequential.py", '            "b1": to_numpy64(first.bias.grad),\n', ""),
+          ("twolayer/variants/nn_sequential.py", '            "b2": to_numpy64(second.bias.grad),\n', ""),
+          ("twolayer/variants/__init__.py", '"sum", "normal", bias=True)', '"sum", "normal")')),
+    plant("sync-in-forward", "variant.loss() (a host sync) inside the timed forward of bench/test_phases.py",
+          ("bench/test_phases.py", "    time_call(benchmark, phase_call(variant, case.phase), budget)\n",
+           "    call = phase_call(variant, case.phase)\n"
+           "    if case.phase == 'forward':\n"
+           "        call = type(call)(lambda: (call.target(), variant.loss()), call.setup)\n"
+           "    time_call(benchmark, call, budget)\n")),
+    plant("no-warmup", "pedantic(..., warmup_rounds=0) in bench/harness.py, the planned count still recorded",
+          ("bench/harness.py", "rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)",
+           "rounds=plan.rounds, warmup_rounds=0)")),
+    plant("faster-ignores-threshold", "compare's `faster` verdict ignores the threshold",
+          ("twolayer/compare.py", "if interval.high < 1 and interval.ratio < 1 / (1 + threshold):",
+           "if interval.high < 1:")),
+    plant("no-canary-after", "canary_after_s no longer recorded",
+          ("bench/harness.py", '    benchmark.extra_info["canary_after_s"] = canary_seconds()\n',
+           "    canary_seconds()\n")),
+    plant("flops-ignore-adam-bias", "BenchCase.flops() ignores Adam and bias",
+          ("twolayer/cases.py", "return phase_flops(self.problem, self.phase, info.optimizer, info.bias)",
+           "return phase_flops(self.problem, self.phase)")),
+    plant("first-probe-counted", "timing.plan_rounds stops ignoring the first probe call",
+          ("twolayer/timing.py", "per_round = max(min(samples[1:]), 1e-9)", "per_round = max(min(samples), 1e-9)")),
+]
+
+
+def copy_checkout(destination: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+def apply(tree: Path, path: str, old: str, new: str) -> None:
+    target = tree / path
+    text = target.read_text(encoding="utf-8")
+    if old not in text:
+        raise SystemExit(f"plant_bugs: {path} no longer holds {old!r}: update the plant")
+    target.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def run_plant(plant: Plant) -> tuple[bool, float, str]:
+    with tempfile.TemporaryDirectory(prefix=f"plant-{plant.name}-") as temporary:
+        tree = Path(temporary)
+        copy_checkout(tree)
+        for edit in plant.edits:
+            apply(tree, *edit)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        module = subprocess.run([sys.executable, "-c", "import twolayer; print(twolayer.__file__)"], cwd=tree, env=env,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        if not Path(module).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"plant_bugs: the copy imports {module}, not its own twolayer")
+        start = time.perf_counter()
+        suite = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"], cwd=tree, env=env,
+                               capture_output=True, text=True)
+        failed = [line for line in suite.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        return suite.returncode != 0, time.perf_counter() - start, (failed[0] if failed else suite.stdout[-300:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"plants to run (default: all of {', '.join(p.name for p in PLANTS)})")
+    names = parser.parse_args().names
+    unknown = set(names) - {p.name for p in PLANTS}
+    if unknown:
+        print(f"plant_bugs: unknown plant {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    missed = 0
+    for plant in PLANTS:
+        if names and plant.name not in names:
+            continue
+        caught, seconds, first = run_plant(plant)
+        missed += not caught
+        print(f"{'caught' if caught else 'MISSED'}  {plant.name:<26} {seconds:6.1f} s  {plant.what}\n        {first}",
+              flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
