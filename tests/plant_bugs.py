@@ -48,8 +48,9 @@ PLANTS = [
     plant("sync-in-forward", "variant.loss() (a host sync) inside the timed forward of bench/test_phases.py",
           ("bench/test_phases.py", "    time_call(benchmark, phase_call(variant, case.phase), budget)\n",
            "    call = phase_call(variant, case.phase)\n"
+           "    timed = call.target\n"
            "    if case.phase == 'forward':\n"
-           "        call = type(call)(lambda: (call.target(), variant.loss()), call.setup)\n"
+           "        call = type(call)(lambda: (timed(), variant.loss()), call.setup)\n"
            "    time_call(benchmark, call, budget)\n")),
     plant("no-warmup", "pedantic(..., warmup_rounds=0) in bench/harness.py, the planned count still recorded",
           ("bench/harness.py", "rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)",
