@@ -134,21 +134,28 @@ def test_different_provenance_is_warned_about(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("ratio, low, high, expected", [
-    (1.25, 1.20, 1.30, "slower"),  # beyond the threshold, and no noise could explain it
-    (1.12, 1.05, 1.19, "slower"),  # the estimate matters, the interval excludes no change
+    (1.25, 1.20, 1.30, "slower"),  # the whole interval beyond the threshold
+    (1.14, 1.016, 1.44, "inconclusive"),  # an A/A row under a co-tenant: above 1, but not surely beyond 10%
     (1.12, 0.98, 1.30, "inconclusive"),  # the estimate matters, but noise could explain it
     (1.05, 1.02, 1.08, "unchanged"),  # a real change too small to matter
     (1.05, 1.01, 1.15, "inconclusive"),  # small, but a change beyond the threshold is plausible
     (1.00, 0.95, 1.05, "unchanged"),
     (0.80, 0.75, 0.85, "faster"),
-    (0.89, 0.85, 0.95, "faster"),  # 1 / 0.89 = 1.12: a speedup beyond the threshold, beyond noise
+    (0.85, 0.80, 0.90, "faster"),  # 1 / 0.90 = 1.11: the whole interval beyond the threshold
+    (0.89, 0.85, 0.95, "inconclusive"),
     (0.89, 0.80, 1.02, "inconclusive"),
     (0.97, 0.95, 0.99, "unchanged"),  # 3% faster passes a 10% gate, as 3% slower does
     (1.03, 1.01, 1.05, "unchanged"),
+    (float("nan"), 0.99, 1.01, "inconclusive"),  # no estimate: never "unchanged"
+    (1.00, float("nan"), float("nan"), "inconclusive"),
 ])
-def test_the_verdict_needs_a_change_beyond_noise_and_beyond_the_threshold(ratio, low, high, expected):
+def test_the_verdict_needs_the_whole_interval_beyond_or_within_the_threshold(ratio, low, high, expected):
     interval = RatioInterval(ratio, low, high, "within-run")
     assert verdict(interval, 0.10) == expected
     if expected == "inconclusive":
-        beyond = ratio > 1.10 or ratio < 1 / 1.10
-        assert ("includes no change" if beyond else "too noisy to decide") in straddle_reason(interval, 0.10)
+        reason = straddle_reason(interval, 0.10)
+        if not np.isfinite([ratio, low, high]).all():
+            assert "could be computed" in reason
+        else:
+            beyond = ratio > 1.10 or ratio < 1 / 1.10
+            assert ("reaches back within it" if beyond else "reaches beyond it") in reason

@@ -12,7 +12,7 @@ import pytest
 
 from twolayer.cli import main
 from twolayer.environment import PROJECT_ROOT
-from twolayer.gate import GateOptions, Pairs, Processes, gate_case, matched_cases
+from twolayer.gate import GateError, GateOptions, Pairs, Processes, gate_case, matched_cases
 from twolayer.gate_worker import Worker, serve
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
@@ -295,3 +295,19 @@ def test_a_burst_during_the_first_probe_does_not_fix_the_case_at_one_round_block
     for side in (*bases, *news):
         measured = [f["rounds"] for op, f in side.requests if op == "measure"]
         assert measured == sorted(measured)  # never fewer rounds once a faster probe is seen
+
+
+def test_fresh_processes_that_fail_to_start_leave_nothing_open_to_close_twice():
+    machine = Machine()
+    spread = ((1.0, 0.88), (1.0, 1.12), (0.88, 1.0), (1.12, 1.0))  # undecidable: a retime is asked for
+    bases = [ClosableSide(machine, 100e-6, b) for b, _ in spread]
+    news = [ClosableSide(machine, 100e-6, n) for _, n in spread]
+
+    def cannot_start():
+        raise GateError("the base worker exited")
+
+    pool = Processes(bases, news, renew=cannot_start)
+    with pytest.raises(GateError, match="exited"):
+        gate_case(pool, CASE, GateOptions(budget_s=0.1, processes=4, retimes=2), clock=machine.clock)
+    assert pool.sides() == ()
+    assert all([op for op, _ in side.requests].count("close") == 1 for side in (*bases, *news))

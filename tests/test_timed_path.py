@@ -61,6 +61,7 @@ def no_host_syncs(dispatch: bool = True):
     dispatch mode is active, so a compiled variant is guarded by the methods alone; a sync inside
     its graph would break the graph, which its `fullgraph=True` refuses anyway."""
     saved = {name: getattr(torch.Tensor, name) for name in REFUSED_METHODS}
+    own = {name for name in REFUSED_METHODS if name in vars(torch.Tensor)}  # the rest are TensorBase's
 
     def refuse(name):
         def refused(self, *args, **kwargs):
@@ -76,7 +77,10 @@ def no_host_syncs(dispatch: bool = True):
             yield
     finally:
         for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
+            if name in own:
+                setattr(torch.Tensor, name, method)
+            else:
+                delattr(torch.Tensor, name)
 
 
 class FakeBenchmark:

@@ -19,9 +19,8 @@ The statistic comes from the pairs: per pair, the ratio of the block medians (he
 instance, the mean of its pairs' log-ratios; the estimate is the median over instances. Its 95%
 interval is a hierarchical bootstrap, process pairs drawn first and instances within them, so
 that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only).
-The verdict rule is `compare`'s: `slower` when the interval lies wholly above 1 and the
-estimate above the threshold (`faster` mirrors it), `unchanged` only when the whole interval lies
-within the threshold. Anything else is retimed a bounded number of times, each time in fresh
+The verdict rule is `compare`'s: `slower` or `faster` only when the whole interval lies beyond
+the threshold, `unchanged` only when it lies within the threshold. Anything else is retimed a bounded number of times, each time in fresh
 worker processes (the old ones are closed), with the pairs pooled: more pairs from the same
 processes would leave the processes' own spread as wide as it was. If it still cannot decide, the
 verdict is `inconclusive` and the reason is printed, with the machine's load and canary, rather
@@ -114,8 +113,13 @@ class WorkerProcess:
                 self.process.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
+            self.process.wait()
         finally:
-            self.log.close()
+            for stream in (self.process.stdin, self.process.stdout, self.log):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
 
 @dataclass
@@ -252,7 +256,13 @@ class Processes:
             close = getattr(side, "close", None)
             if close is not None:
                 close()
-        fresh_bases, fresh_news = self.renewer()
+        try:
+            fresh_bases, fresh_news = self.renewer()
+        except BaseException:
+            self.bases, self.news = [], []  # closed already: nothing left for the caller to close
+            raise
+        if len(fresh_bases) != len(fresh_news) or not fresh_bases:
+            raise ValueError("fresh processes need as many base as head processes, and at least one of each")
         self.first_id += len(self.bases)
         self.bases, self.news = list(fresh_bases), list(fresh_news)
         self.renewals += 1
