@@ -20,8 +20,9 @@ instance, the mean of its pairs' log-ratios; the estimate is the median over ins
 interval is a hierarchical bootstrap, process pairs drawn first and instances within them, so
 that process, layout and moment all widen it (scipy.stats.bootstrap resamples flat samples only).
 The verdict rule is `compare`'s: `slower` or `faster` only when the whole interval lies beyond
-the threshold, `unchanged` only when it lies within the threshold. Anything else is retimed a bounded number of times, each time in fresh
-worker processes (the old ones are closed), with the pairs pooled: more pairs from the same
+the threshold, `unchanged` only when it lies within the threshold. Anything else is retimed a
+bounded number of times, each time in fresh worker processes (the old ones are closed), with the
+pairs pooled: more pairs from the same
 processes would leave the processes' own spread as wide as it was. If it still cannot decide, the
 verdict is `inconclusive` and the reason is printed, with the machine's load and canary, rather
 than a guess.
