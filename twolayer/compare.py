@@ -95,8 +95,12 @@ def bca_interval(samples: tuple[np.ndarray, ...], statistic, seed: int = 0) -> t
     return value, value
 
 
+def finite(interval: RatioInterval) -> bool:
+    return bool(np.isfinite((interval.ratio, interval.low, interval.high)).all())
+
+
 def verdict(interval: RatioInterval, threshold: float) -> str:
-    if not all(np.isfinite((interval.ratio, interval.low, interval.high))):
+    if not finite(interval):
         return "inconclusive"
     if interval.low > 1 + threshold:
         return "slower"
@@ -110,7 +114,7 @@ def verdict(interval: RatioInterval, threshold: float) -> str:
 def straddle_reason(interval: RatioInterval, threshold: float) -> str:
     """Why `verdict` could not decide on `interval`."""
     span = f"{interval.ratio:.3f} ({interval.low:.3f}-{interval.high:.3f})"
-    if not all(np.isfinite((interval.ratio, interval.low, interval.high))):
+    if not finite(interval):
         return f"no estimate or interval could be computed: {span}"
     if interval.ratio > 1 + threshold or interval.ratio < 1 / (1 + threshold):
         return (f"the estimate {span} is beyond the {threshold:.0%} threshold, but the interval reaches back within "

@@ -22,14 +22,15 @@ that process, layout and moment all widen it (scipy.stats.bootstrap resamples fl
 The verdict rule is `compare`'s: `slower` or `faster` only when the whole interval lies beyond
 the threshold, `unchanged` only when it lies within the threshold. Anything else is retimed a
 bounded number of times, each time in fresh worker processes (the old ones are closed), with the
-pairs pooled: more pairs from the same
-processes would leave the processes' own spread as wide as it was. If it still cannot decide, the
+pairs pooled: more pairs from the same processes would leave the processes' own spread as wide as
+it was. If it still cannot decide, the
 verdict is `inconclusive` and the reason is printed, with the machine's load and canary, rather
 than a guess.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -233,11 +234,14 @@ class Processes:
 
     def __init__(self, bases: list[Side], news: list[Side],
                  renew: Callable[[], tuple[list[Side], list[Side]]] | None = None) -> None:
+        self.renewer = renew
+        self.first_id = 0  # the id of bases[0]; ids are never reused, so old pairs stay distinct
+        self._take(bases, news)
+
+    def _take(self, bases: list[Side], news: list[Side]) -> None:
         if len(bases) != len(news) or not bases:
             raise ValueError("a pool needs as many base as head processes, and at least one of each")
-        self.bases, self.news, self.renewer = list(bases), list(news), renew
-        self.first_id = 0  # the id of bases[0]; ids are never reused, so old pairs stay distinct
-        self.renewals = 0
+        self.bases, self.news = list(bases), list(news)
 
     def __len__(self) -> int:
         return len(self.bases)
@@ -262,11 +266,8 @@ class Processes:
         except BaseException:
             self.bases, self.news = [], []  # closed already: nothing left for the caller to close
             raise
-        if len(fresh_bases) != len(fresh_news) or not fresh_bases:
-            raise ValueError("fresh processes need as many base as head processes, and at least one of each")
         self.first_id += len(self.bases)
-        self.bases, self.news = list(fresh_bases), list(fresh_news)
-        self.renewals += 1
+        self._take(fresh_bases, fresh_news)
         return True
 
 
@@ -461,7 +462,7 @@ def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, option
         if not both:
             raise GateError("the two trees share no benchmark that can run here: nothing to compare")
         base_ids = {c["id"]: c["base_id"] for c in both}
-        starts = iter(range(1, 1_000_000))
+        starts = itertools.count(1)
 
         def fresh_processes() -> tuple[list[Side], list[Side]]:
             fresh_bases, fresh_news, _, _ = start_sides(base_tree, new_tree, out, options.processes,
