@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of timing per side and benchmark (default: 1)")
     gating.add_argument("--block-ms", type=positive_float, default=20.0,
                         help="milliseconds of rounds per block; blocks alternate between the sides (default: 20)")
-    gating.add_argument("--retimes", type=non_negative_int, default=2,
-                        help="extra timings, in fresh worker processes, for a benchmark that cannot be decided (default: 2)")
+    gating.add_argument("--retimes", type=non_negative_int, default=3,
+                        help="extra timings, in fresh worker processes, for a benchmark that cannot be decided (default: 3)")
     gating.add_argument("--processes", type=positive_int, default=6,
                         help="worker processes per side; instances go round them (default: 6)")
     gating.add_argument("--out", default="results/gate", help="where compare.csv, gate.md and gate.json go")

@@ -72,7 +72,7 @@ class GateOptions:
     max_block_rounds: int = 1000
     block_stretch: float = 2.0  # a block slowed beyond this many times its planned length is cut short
     processes: int = 6  # worker processes per side: the process is a unit of noise (pyperf spawns 20)
-    retimes: int = 2  # extra timings, in fresh processes and pooled, for a benchmark that cannot be decided
+    retimes: int = 3  # extra timings, in fresh processes and pooled, for a benchmark that cannot be decided
 
 
 class Side(Protocol):
