@@ -12,7 +12,7 @@ import pytest
 
 from twolayer.cli import main
 from twolayer.environment import PROJECT_ROOT
-from twolayer.gate import GateError, GateOptions, Pairs, Processes, gate_case, matched_cases
+from twolayer.gate import GateError, GateOptions, Pairs, Processes, gate_case, matched_cases, request_all
 from twolayer.gate_worker import Worker, serve
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
@@ -311,3 +311,29 @@ def test_fresh_processes_that_fail_to_start_leave_nothing_open_to_close_twice():
         gate_case(pool, CASE, GateOptions(budget_s=0.1, processes=4, retimes=2), clock=machine.clock)
     assert pool.sides() == ()
     assert all([op for op, _ in side.requests].count("close") == 1 for side in (*bases, *news))
+
+
+def test_a_request_to_every_worker_is_sent_to_all_before_any_reply_is_read():
+    events = []
+
+    class Splitting:
+        def __init__(self, name):
+            self.name = name
+
+        def send(self, op, **fields):
+            events.append(("send", self.name, op, fields))
+
+        def receive(self, op):
+            events.append(("receive", self.name, op))
+            return {"name": self.name}
+
+    class Whole:  # a side that cannot split a request is asked in turn
+        def request(self, op, **fields):
+            events.append(("request", "whole", op, fields))
+            return {"name": "whole"}
+
+    replies = request_all([Splitting("a"), Whole(), Splitting("b")], "cases", devices="cpu")
+    assert [reply["name"] for reply in replies] == ["a", "whole", "b"]
+    assert [event[:2] for event in events] == [("send", "a"), ("send", "b"), ("receive", "a"), ("request", "whole"),
+                                               ("receive", "b")]
+    assert events[0][3] == {"devices": "cpu"}

@@ -94,11 +94,22 @@ class WorkerProcess:
                                         bufsize=1)
 
     def request(self, op: str, **fields) -> dict:
+        self.send(op, **fields)
+        return self.receive(op)
+
+    def send(self, op: str, **fields) -> None:
+        """The first half of `request`: send to several workers, then `receive` from each, and their
+        work overlaps (starting a pool: each worker's `cases` imports every variant, about a second)."""
         try:
             self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
             self.process.stdin.flush()
-            line = self.process.stdout.readline()
         except (BrokenPipeError, OSError):
+            pass  # the worker exited: `receive` reads no line and says so
+
+    def receive(self, op: str) -> dict:
+        try:
+            line = self.process.stdout.readline()
+        except (BrokenPipeError, OSError, ValueError):
             line = ""
         if not line:
             raise GateError(f"the {self.name} worker ({self.tree}) exited; its log is {self.log.name}")
@@ -419,6 +430,15 @@ def gate_markdown(table: pd.DataFrame, threshold: float) -> str:
     return "\n".join(lines + ([""] + reasons if reasons else [])) + "\n"
 
 
+def request_all(sides: list, op: str, **fields) -> list[dict]:
+    """`op` to every side, all sent before any reply is read, so that worker processes answer in
+    parallel; a side that cannot split a request (a scripted one) is asked in turn."""
+    for side in sides:
+        if hasattr(side, "send"):
+            side.send(op, **fields)
+    return [side.receive(op) if hasattr(side, "send") else side.request(op, **fields) for side in sides]
+
+
 def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int,
                 generation: int = 0) -> tuple[list, list, dict, dict]:
     """`processes` workers per side, each checked to run its own tree's code and our protocol.
@@ -429,15 +449,13 @@ def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int,
         for index in range(processes):
             started.append(WorkerProcess("base", base_tree, out / "logs" / f"worker-base-{index}{suffix}.log"))
             started.append(WorkerProcess("head", new_tree, out / "logs" / f"worker-head-{index}{suffix}.log"))
-        hellos = []
-        for side in started:
-            hello = side.request("hello")
+        hellos = request_all(started, "hello")
+        for side, hello in zip(started, hellos):
             if hello.get("protocol") != PROTOCOL:
                 raise GateError(f"the {side.name} worker speaks protocol {hello.get('protocol')}, this driver "
                                 f"{PROTOCOL}")
             if Path(hello["root"]).resolve() != side.tree.resolve():
                 raise GateError(f"the {side.name} worker ran the twolayer of {hello['root']}, not of {side.tree}")
-            hellos.append(hello)
     except BaseException:
         for side in started:
             side.close()
@@ -456,8 +474,8 @@ def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, option
     bases, news, base_hello, new_hello = start_sides(base_tree, new_tree, out, options.processes)
     pool = Processes(bases, news)
     try:
-        base_cases = [side.request("cases", **selection)["cases"] for side in bases][0]
-        new_cases = [side.request("cases", **selection)["cases"] for side in news][0]
+        replies = request_all([*bases, *news], "cases", **selection)
+        base_cases, new_cases = replies[0]["cases"], replies[len(bases)]["cases"]
         both, only_base, only_new = matched_cases(base_cases, new_cases)
         if not both:
             raise GateError("the two trees share no benchmark that can run here: nothing to compare")
@@ -468,8 +486,7 @@ def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, option
             fresh_bases, fresh_news, _, _ = start_sides(base_tree, new_tree, out, options.processes,
                                                         generation=next(starts))
             try:
-                for side in (*fresh_bases, *fresh_news):
-                    side.request("cases", **selection)
+                request_all([*fresh_bases, *fresh_news], "cases", **selection)
             except BaseException:
                 for side in (*fresh_bases, *fresh_news):
                     side.close()
