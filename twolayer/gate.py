@@ -144,6 +144,7 @@ class Pairs:
     new: list[float] = field(default_factory=list)
     instance: list[int] = field(default_factory=list)
     process: list[int] = field(default_factory=list)  # which pair of worker processes timed it
+    timing: list[int] = field(default_factory=list)  # which timing (0: the first, then the retimes) it came from
     base_wall: list[float] = field(default_factory=list)  # wall seconds of each block, setups included
     new_wall: list[float] = field(default_factory=list)
 
@@ -153,11 +154,18 @@ class Pairs:
 
     def clean(self) -> np.ndarray:
         """Which pairs neither side's co-tenant hit: each block within `HIT_RATIO` of its side's
-        lower quartile (a real slowdown moves a side's quartile with it; a hit does not)."""
-        base, new = np.asarray(self.base), np.asarray(self.new)
-        if base.size == 0:
+        lower quartile in the same timing (a real slowdown moves a side's quartile with it; a hit
+        does not). Per timing, since each timing runs in processes of its own, and a generation of
+        processes can be steadily slower than the last on both sides: on this project's quiet
+        2-core VM, numpy `step` ran at 47 us in some generations and 125 us in others, every
+        process of a generation alike. Pairs cancel that; judged against another generation's
+        quartile, each of its blocks would read as a hit."""
+        frame = pd.DataFrame({"base": self.base, "new": self.new,
+                              "timing": self.timing if len(self.timing) == len(self.base) else 0})
+        if frame.empty:
             return np.zeros(0, dtype=bool)
-        return (base <= HIT_RATIO * np.percentile(base, 25)) & (new <= HIT_RATIO * np.percentile(new, 25))
+        quartiles = frame.groupby("timing")[["base", "new"]].transform(lambda side: side.quantile(0.25))
+        return ((frame["base"] <= HIT_RATIO * quartiles["base"]) & (frame["new"] <= HIT_RATIO * quartiles["new"])).to_numpy()
 
     def clean_wall(self) -> float:
         """Wall seconds the slower-spending side has put into clean pairs."""
@@ -196,7 +204,8 @@ def block_rounds(probe_round_s: float, options: GateOptions) -> int:
 
 
 def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, process: int, options: GateOptions,
-                  pairs: Pairs, spent: dict[str, float], clock: Callable[[], float] = time.perf_counter) -> None:
+                  pairs: Pairs, spent: dict[str, float], clock: Callable[[], float] = time.perf_counter,
+                  timing: int = 0) -> None:
     """`pairs_per_instance` pairs of blocks of `rounds` rounds, alternating AB, BA, ...; adds each
     side's wall time (setups included) to `spent`."""
     for count in range(options.pairs_per_instance):
@@ -217,6 +226,7 @@ def time_instance(base: Side, new: Side, case: str, rounds: int, instance: int, 
         pairs.new_wall.append(walls["new"])
         pairs.instance.append(instance)
         pairs.process.append(process)
+        pairs.timing.append(timing)
 
 
 @dataclass(frozen=True)
@@ -317,7 +327,8 @@ def gate_case(pool: Processes, case: dict, options: GateOptions,
                     side.request("measure", case=case["id"], metric="time_s", rounds=rounds,
                                  max_s=options.block_s * options.block_stretch)
                 warm.add(process)
-            time_instance(base, new, case["id"], rounds, instance, process, options, pairs, spent, clock)
+            time_instance(base, new, case["id"], rounds, instance, process, options, pairs, spent, clock,
+                          timing=timings)
             instance, count = instance + 1, count + 1
         timings += 1
         interval = pairs.interval()
@@ -344,7 +355,7 @@ def gate_case(pool: Processes, case: dict, options: GateOptions,
                       new_median_s=float(np.median(np.asarray(pairs.new)[clean])), hit_fraction=pairs.hit_fraction(),
                       machine_before=before, machine_after=after,
                       pair_medians_s={"base": pairs.base, "new": pairs.new, "instance": pairs.instance,
-                                      "process": pairs.process})
+                                      "process": pairs.process, "timing": pairs.timing})
 
 
 def describe_machine(state: dict) -> str:
