@@ -14,9 +14,10 @@ import torch
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.chatter import quiet_library_chatter
 from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
+from twolayer.counters import CountOptions
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
-from twolayer.files import write_atomically
+from twolayer.files import write_all_atomically, write_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
@@ -107,6 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                          sizes=sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
                          out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
                          retimes=args.retimes)
+    counting = None
+    if args.counters:  # the cpu benchmarks of the same selection (counting on cuda is not built yet)
+        counting = count_options(args, Path(args.out), devices="cpu", phases=phases, sizes=sizes, quick=args.quick)
     try:
         run_dir = run_suite(options)
     except RunFailed as error:
@@ -120,6 +124,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"in {stop.kept / RESULT_FILE}", file=sys.stderr)
         return INTERRUPTED_EXIT
     print(f"results: {run_dir / RESULT_FILE}")
+    if counting is not None:
+        from twolayer.counters import CountError, count_selection
+
+        try:
+            count_selection(counting, run_dir=run_dir)
+        except (CountError, ValueError) as error:
+            print(f"twolayer run: error: the timings are kept in {run_dir}, but they could not be counted: {error}",
+                  file=sys.stderr)
+            return 1
+        print(f"counters: {run_dir / 'counters.json'}")
     if not args.no_report:
         try:
             written = write_report(build_report(load_runs([run_dir / RESULT_FILE])), run_dir)
@@ -132,10 +146,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from twolayer.counters import COUNTERS_FILE, counters_report_files, read_counters
+
     paths = [Path(p) for p in args.runs]
     if args.out is None and len(paths) > 1:
         raise UsageError("--out is required when several runs are merged into one report")
     out = Path(args.out) if args.out else paths[0].parent
+    if all(path.name == COUNTERS_FILE for path in paths):  # `twolayer count` runs: a counters-only report
+        if args.readme:
+            raise UsageError("--readme takes timing runs; a counters-only report has no README section")
+        import pandas as pd
+
+        files = counters_report_files(pd.concat([read_counters(p) for p in paths]), out)
+        write_all_atomically(files)
+        print(f"report: {out / 'report.md'} ({len(files)} files)")
+        return 0
     readme = Path(args.readme) if args.readme else None
     report = build_report(load_runs(paths), args.baseline or DEFAULT_BASELINE, baseline_named=args.baseline is not None)
     written = write_report(report, out, readme)
@@ -143,10 +168,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def counted_side(paths: list[Path]):
+    """The counters of one side: each path a counters.json, a run directory, or a run's JSON with
+    counters beside it; several runs of a side agree (the counts are deterministic), so their
+    median is taken."""
+    import pandas as pd
+
+    from twolayer.counters import COUNTERS_FILE, KEY, METRICS, counters_beside, read_counters
+
+    frames = []
+    for path in paths:
+        source = path if path.is_dir() or path.name == COUNTERS_FILE else counters_beside(path)
+        if source is None:
+            raise UsageError(f"{path}: no counters.json beside it; count with `twolayer count` or `twolayer run --counters`")
+        frames.append(read_counters(source))
+    table = pd.concat(frames)
+    return table.groupby(list(KEY), dropna=False)[list(METRICS)].median().reset_index()
+
+
+def cmd_compare_counters(args: argparse.Namespace, base: list[Path], new: list[Path]) -> int:
+    from twolayer.counters import DEFAULT_THRESHOLD_PCT, compare_counters
+
+    threshold = DEFAULT_THRESHOLD_PCT if args.threshold is None else args.threshold
+    table = compare_counters(counted_side(base), counted_side(new), args.metric, threshold / 100)
+    if not table["verdict"].isin(["slower", "faster", "unchanged"]).any():
+        raise UsageError(f"no benchmark has {args.metric} on both sides: nothing to compare")
+    out = Path(args.out) if args.out else (new[0] if new[0].is_dir() else new[0].parent)
+    write_atomically(out / "compare.csv", table.to_csv(index=False))
+    print(table[["verdict", "device", "variant", "phase", "dtype", "size", "base", "new", "ratio"]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    counts = table["verdict"].value_counts()
+    print(f"compare: {out / 'compare.csv'}; {args.metric}: {counts.get('slower', 0)} slower, "
+          f"{counts.get('faster', 0)} faster, {counts.get('unchanged', 0)} unchanged beyond {threshold:g}% "
+          "(deterministic counts: no interval)")
+    return 1 if (table["verdict"] == "slower").any() else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     base, new = [Path(p) for p in split_list(args.base)], [Path(p) for p in split_list(args.new)]
     if not base or not new:
         raise UsageError("give at least one run on each side")
+    if args.metric != "time":
+        return cmd_compare_counters(args, base, new)
+    if args.threshold is None:
+        args.threshold = 10.0
     base_table, new_table = load_runs(base), load_runs(new)
     for warning in provenance_differences(base_table, new_table):
         print(f"twolayer compare: warning: {warning}", file=sys.stderr)
@@ -209,6 +274,32 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 1 if (table["verdict"] == "slower").any() else 0
 
 
+def count_options(args: argparse.Namespace, out: Path, **selection) -> CountOptions:
+    """The counting options of `count`, or of `run --counters` with its resolved selection; checked
+    up front, so that a run is never timed only to fail at counting (valgrind absent, a bad metric)."""
+    from twolayer.counters import INSTALL_VALGRIND, parse_metrics, valgrind_version
+
+    fields = {"variants": args.variants, "devices": args.devices, "phases": args.phases, "dtypes": args.dtypes,
+              "sizes": args.sizes, **selection}
+    options = CountOptions(**fields, metrics=parse_metrics(args.metrics), calls=args.calls, out=out)
+    if "instructions" in options.metrics and valgrind_version(options.valgrind) is None:
+        raise UsageError(INSTALL_VALGRIND)
+    return options
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from twolayer.counters import CountError, count_selection
+
+    options = count_options(args, Path(args.out))
+    try:
+        run_dir = count_selection(options)
+    except CountError as error:
+        print(f"twolayer count: error: {error}", file=sys.stderr)
+        return 2
+    print(f"counters: {run_dir / 'counters.json'}; report: {run_dir / 'report.md'}, {run_dir / 'summary.csv'}")
+    return 0
+
+
 def cmd_peak(args: argparse.Namespace) -> int:
     devices = split_list(args.devices) or tuple(available_devices())
     dtypes = split_list(args.dtypes)
@@ -260,6 +351,13 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_counting_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated: instructions, aten_ops, alloc_bytes (default: all three)")
+    parser.add_argument("--calls", type=positive_int, default=10,
+                        help="counted calls per benchmark; the figure is their mean (default: 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="twolayer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -301,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
     running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
     running.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak in the reports)")
+    running.add_argument("--counters", action="store_true",
+                         help="also count instructions, aten ops and bytes per benchmark (`twolayer count`), "
+                              "into the same run directory")
+    add_counting_options(running)
     running.set_defaults(handler=cmd_run)
 
     reporting = commands.add_parser("report", help="write CSV comparison reports and report.md from runs")
@@ -314,8 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="compare two runs; exit 1 when one is significantly slower")
     comparing.add_argument("base", metavar="BASE.json", help="a run, or comma-separated runs to pool")
     comparing.add_argument("new", metavar="NEW.json", help="a run, or comma-separated runs to pool")
-    comparing.add_argument("--threshold", type=positive_float, default=10.0,
-                           help="percent slowdown tolerated (default: 10)")
+    comparing.add_argument("--metric", choices=("time", "instructions", "aten_ops", "alloc_bytes"), default="time",
+                           help="time (the runs' timings; default), or a counter of `twolayer count`")
+    comparing.add_argument("--threshold", type=positive_float, default=None,
+                           help="percent increase tolerated (default: 10 for time, 2 for a counter)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
     comparing.add_argument("--allow-interrupted", action="store_true", help="accept runs stopped by Ctrl-C")
     comparing.set_defaults(handler=cmd_compare)
@@ -341,6 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes per side; instances go round them (default: 6)")
     gating.add_argument("--out", default="results/gate", help="where compare.csv, gate.md and gate.json go")
     gating.set_defaults(handler=cmd_gate)
+
+    counting = commands.add_parser(
+        "count", help="deterministic counters per benchmark: instructions (callgrind), aten ops, bytes allocated")
+    add_counting_options(counting)
+    counting.add_argument("--variants", help="comma-separated (default: all)")
+    counting.add_argument("--devices", help="comma-separated (default: cpu)", default="cpu")
+    counting.add_argument("--phases", help="comma-separated (default: all)")
+    counting.add_argument("--dtypes", help="comma-separated (default: float32)")
+    counting.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
+    counting.add_argument("--out", default="results", help="where run directories go (default: results)")
+    counting.set_defaults(handler=cmd_count)
 
     peaking = commands.add_parser("peak", help="measure the matmul peak (GFLOP/s) of each device and dtype")
     peaking.add_argument("--devices", help="comma-separated (default: every one present)")
@@ -371,7 +486,7 @@ def os_error_text(error: Exception) -> str:
 def refuse_interrupted(args: argparse.Namespace) -> None:
     """`compare` judges complete runs only: an interrupted run lacks benchmarks, and those it has
     may have shared the machine with the Ctrl-C. `--allow-interrupted` accepts it anyway."""
-    if getattr(args, "allow_interrupted", False):
+    if getattr(args, "allow_interrupted", False) or getattr(args, "metric", "time") != "time":
         return
     for path in [*split_list(args.base), *split_list(args.new)]:
         if (read_run(Path(path)).get("twolayer") or {}).get("interrupted"):

@@ -103,7 +103,7 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -
     formats = formats or {}
 
     def cell(column: str, value: object) -> str:
-        if isinstance(value, (float, np.floating)) and np.isnan(value):
+        if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
             return ""
         if column in formats:
             return formats[column].format(value)
@@ -223,6 +223,10 @@ class Report:
                       "An empty call and a bare device synchronisation, timed like the phases: "
                       "differences smaller than these are timer noise.",
                       markdown_table(view[["device", "device_name", "variant", "median_ns"]], {"median_ns": "{:.0f}"})]
+        if self.summary[["instructions", "aten_ops", "alloc_bytes"]].notna().any(axis=None):
+            from twolayer.counters import counters_markdown
+
+            parts.append(counters_markdown(self.summary, h2))
         if self.charts:
             parts.append(f"{h2} Charts")
             parts += [f"![{name}]({image_prefix}{name})" for name in self.charts]

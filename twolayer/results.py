@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from twolayer.canary import DISTURBED_CANARY_RATIO, canary_reference
+from twolayer.counters import KEY as COUNTER_KEY
+from twolayer.counters import METRICS, counters_beside, read_counters
 from twolayer.problem import parse_size
 
 NOISY_IQR_FRACTION = 0.10  # torch.utils.benchmark warns above this IQR/median too
@@ -29,7 +31,8 @@ COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "dtype_mode",
     "size", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
     "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "load_avg_1m",
-    "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s", "torch_threads",
+    "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
+    "instructions", "aten_ops", "alloc_bytes", "torch_threads",
     "numpy_threads", "torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model",
     "hardware", "cpu_isa", "gpu_model", "gpu_capability", "python_version", "suite_version", "interrupted",
     "benchmark",
@@ -285,9 +288,13 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     """The tidy table of one or many runs (several machines welcome)."""
     if not paths:
         raise ResultsError("no results files given")
-    rows = []
+    rows, counted = [], []
     for path in paths:
-        rows.extend(run_rows(read_run(Path(path)), Path(path)))
+        found = run_rows(read_run(Path(path)), Path(path))
+        rows.extend(found)
+        beside = counters_beside(Path(path))
+        if beside is not None and found:  # `run --counters`: the counts of the same run directory
+            counted.append(read_counters(beside).assign(run_id=found[0]["run_id"]))
     table = judge_canaries(pd.DataFrame(rows))
     duplicated = table.duplicated([*KEY, "pass_index"])
     if duplicated.any():
@@ -298,4 +305,18 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     table["gflops"] = np.where(table["flops"] > 0, table["flops"] / table["median_s"] / 1e9, np.nan)
     table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
     table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
+    table = join_counters(table, counted)
     return table[[*COLUMNS, "raw_s", "raw_passes"]]
+
+
+def join_counters(table: pd.DataFrame, counted: list[pd.DataFrame]) -> pd.DataFrame:
+    """The counter columns, from each run's counters.json where it has one; empty elsewhere."""
+    keys = ["run_id", *COUNTER_KEY]
+    counts = (pd.concat(counted)[[*keys, *METRICS]] if counted
+              else pd.DataFrame(columns=[*keys, *METRICS]))
+    counts = counts.drop_duplicates(keys)
+    table = table.drop(columns=[m for m in METRICS if m in table.columns])
+    merged = table.merge(counts.astype({k: object for k in keys}), on=keys, how="left")
+    for metric in METRICS:
+        merged[metric] = pd.to_numeric(merged[metric], errors="coerce")
+    return merged

@@ -43,13 +43,14 @@ class VariantInfo:
     phases: tuple[str, ...] = PHASES  # a variant that cannot split its iteration declares fewer
     absent_reason: Callable[[str], str | None] | None = None  # why it cannot run on a device here
     compiles: bool = False  # compiles per graph (seconds): left out of --quick unless named
+    library: Literal["torch", "numpy", "jax"] = "torch"  # whose ops it runs: aten ops are counted for torch only
 
 
 VARIANTS: dict[str, VariantInfo] = {
     info.name: info
     for info in (
         VariantInfo("numpy_manual", "方案一", "numpy, hand-written backward and update",
-                    NumpyManual, ("cpu",), "float64", 1e-6, "sgd", "sum", "normal"),
+                    NumpyManual, ("cpu",), "float64", 1e-6, "sgd", "sum", "normal", library="numpy"),
         VariantInfo("torch_manual", "方案二", "torch tensors, hand-written backward and update",
                     TorchManual, TORCH_DEVICES, "float32", 1e-6, "sgd", "sum", "normal"),
         VariantInfo("torch_autograd", "方案三", "autograd, manual update under no_grad",
@@ -67,7 +68,7 @@ VARIANTS: dict[str, VariantInfo] = {
         VariantInfo("module_linear", "方案九", "nn.Module with Linear layers, MSELoss sum, Adam",
                     ModuleLinear, TORCH_DEVICES, "float32", 1e-4, "adam", "sum", "linear_default"),
         VariantInfo("numpy_fused", "方案一", "numpy with preallocated buffers (out=) and in-place updates",
-                    NumpyFused, ("cpu",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond"),
+                    NumpyFused, ("cpu",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond", library="numpy"),
         VariantInfo("torch_compile", "方案二", "hand-written iteration under torch.compile, a graph per phase",
                     TorchCompile, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
                     compiles=True),
@@ -76,7 +77,7 @@ VARIANTS: dict[str, VariantInfo] = {
                     phases=("forward", "iteration")),
         VariantInfo("jax_jit", "方案一", "jax.jit forward (vjp), pullback and update; optional extra jax",
                     JaxJit, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
-                    absent_reason=jax_absent_reason, compiles=True),
+                    absent_reason=jax_absent_reason, compiles=True, library="jax"),
     )
 }
 

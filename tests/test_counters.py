@@ -1,0 +1,251 @@
+"""`twolayer count`: the op and byte counts against hand counts from the code, the callgrind dumps'
+parsing, the deterministic verdict, the join with timings, the reports, and every refusal."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from one_line import assert_one_line
+from synthetic_runs import DATA
+
+from twolayer.cli import main
+from twolayer.count_worker import EMPTY, count_ops
+from twolayer.counters import (
+    COUNTERS_FILE,
+    INSTALL_VALGRIND,
+    CountError,
+    CountOptions,
+    callgrind_totals,
+    compare_counters,
+    count_rows,
+    count_selection,
+    counters_frame,
+    dumps_in_order,
+    framework_overhead,
+    read_counters,
+)
+from twolayer.results import load_runs
+
+TINY = "8x16x8x2"  # small enough that Valgrind's share of a CI run stays small
+HAS_VALGRIND = shutil.which("valgrind") is not None
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ops_of(variant, phases="forward,backward,step,iteration", size="64x1000x100x10", calls=3):
+    counted = count_ops({"variants": variant, "devices": "cpu", "phases": phases, "sizes": size, "calls": calls,
+                         "warmup": 2})["counts"]
+    return {key.split("-")[1]: value for key, value in counted.items()}
+
+
+def test_torch_manual_ops_match_a_count_by_hand_from_its_code():
+    counts = ops_of("torch_manual")
+    per_phase = {phase: set(value["aten_ops"]) for phase, value in counts.items()}
+    # forward: mm, clamp, mm, sub, pow, sum
+    assert per_phase["forward"] == {6}
+    # step: (mul, sub_) for each weight
+    assert per_phase["step"] == {4}
+    # backward: sub, mul; t, mm; t, mm; clone; lt; the masked assignment; t, mm
+    (backward,) = per_phase["backward"]
+    assert 12 <= backward <= 14  # the masked assignment is index_put_ plus the scalar's tensor, by torch version
+    assert per_phase["iteration"] == {6 + backward + 4}  # the iteration is exactly its phases
+    assert {value["ops_counted_by"] for value in counts.values()} == {"dispatch_mode"}
+
+
+def test_a_compiled_graph_is_counted_by_the_profiler_and_left_working():
+    counts = ops_of("torch_compile", phases="forward", calls=2)["forward"]
+    # the generated code calls out for its two matmuls; relu, loss and the subtraction are fused
+    assert counts["aten_ops"] == [2, 2] and counts["ops_counted_by"] == "profiler"
+    assert min(counts["alloc_bytes"]) > 0
+
+
+def test_bytes_allocated_follow_the_code():
+    torch_manual = ops_of("torch_manual", phases="step")["step"]["alloc_bytes"]
+    w1_bytes = 1000 * 100 * 4  # `lr * grad_w1` is a temporary the size of w1, in float32
+    assert min(torch_manual) >= w1_bytes
+    numpy_manual = ops_of("numpy_manual", phases="step")["step"]
+    assert numpy_manual["aten_ops"] is None  # not torch: not applicable, never zero
+    assert min(numpy_manual["alloc_bytes"]) >= w1_bytes
+    fused = ops_of("numpy_fused", phases="step")["step"]["alloc_bytes"]
+    assert max(fused) < 4096  # preallocated buffers and in-place updates: no array allocated
+
+
+def test_autograd_holds_more_than_the_hand_written_forward():
+    manual = min(ops_of("torch_manual", phases="forward")["forward"]["alloc_bytes"])
+    module = min(ops_of("module_linear", phases="forward")["forward"]["alloc_bytes"])
+    assert manual > 64 * 100 * 4  # at least h
+    assert module >= manual
+
+
+def write_dump(path, total, word="totals"):
+    path.write_text(f"# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\ncmd: python\npart: 1\n"
+                    f"events: Ir\nfn=(1) main\n0 {total}\n\n{word}: {total}\n")
+
+
+def test_callgrind_dumps_are_read_in_the_order_they_were_written(tmp_path):
+    for part, total in ((10, 5), (2, 7), (1, 9)):
+        write_dump(tmp_path / f"callgrind.out.{part}", total)
+    write_dump(tmp_path / "callgrind.out", 0)  # the final dump at exit: nothing collected
+    write_dump(tmp_path / "callgrind.out.3", 11, word="summary")  # older Valgrind
+    ordered = dumps_in_order(tmp_path, "callgrind.out")
+    assert [p.name for p in ordered] == ["callgrind.out.1", "callgrind.out.2", "callgrind.out.3", "callgrind.out.10"]
+    assert [callgrind_totals(p) for p in ordered] == [9, 7, 11, 5]
+    (tmp_path / "broken").write_text("events: Ir\n")
+    with pytest.raises(CountError, match="without a total"):
+        callgrind_totals(tmp_path / "broken")
+
+
+def record_with(rows, **info):
+    return {"twolayer": {"kind": "counters", "run_id": "r1", "commit": "abc", "threads": 1, "calls": 10,
+                         "valgrind": "valgrind-3.19.0", "machine": {"cpu_model": "Test CPU"}, **info},
+            "benchmarks": rows}
+
+
+def row(variant, phase, instructions, aten_ops=None, alloc_bytes=None, device="cpu"):
+    return {"device": device, "variant": variant, "phase": phase, "dtype": "float32", "dtype_mode": "float32",
+            "size": "64x1000x100x10", "instructions": instructions, "aten_ops": aten_ops, "alloc_bytes": alloc_bytes}
+
+
+def test_a_deterministic_verdict_needs_no_interval_but_a_threshold():
+    base = counters_frame(record_with([row("torch_manual", "forward", 1_000_000), row("torch_manual", "step", 100_000),
+                                       row("numpy_manual", "forward", 500_000), row("module_linear", "step", None)]))
+    new = counters_frame(record_with([row("torch_manual", "forward", 1_030_000), row("torch_manual", "step", 100_900),
+                                      row("numpy_manual", "forward", 480_000), row("module_linear", "step", 5),
+                                      row("nn_sequential", "step", 7)]))
+    table = compare_counters(base, new, "instructions", 0.02).set_index(["variant", "phase"])
+    assert table.loc[("torch_manual", "forward"), "verdict"] == "slower"  # +3%: the planted extra op
+    assert table.loc[("torch_manual", "forward"), "ratio"] == pytest.approx(1.03)
+    assert table.loc[("torch_manual", "step"), "verdict"] == "unchanged"  # +0.9%: within the measured spread
+    assert table.loc[("numpy_manual", "forward"), "verdict"] == "faster"
+    assert table.loc[("module_linear", "step"), "verdict"] == "not_counted"  # never "unchanged" for a missing count
+    assert table.loc[("nn_sequential", "step"), "verdict"] == "only_in_new"
+    with pytest.raises(ValueError, match="unknown metric"):
+        compare_counters(base, new, "seconds", 0.02)
+
+
+def test_rows_record_what_was_counted_and_leave_the_rest_empty():
+    from twolayer.cases import plan_cases
+
+    cases = plan_cases("torch_manual,numpy_manual", "cpu", "step")
+    instructions = {case.id: 1000.0 + index for index, case in enumerate(cases)}
+    instructions[f"{EMPTY}/cpu"] = 300.0
+    ops = {cases[0].id: {"aten_ops": [4, 4], "alloc_bytes": [10, 12], "ops_counted_by": "dispatch_mode"}}
+    rows = count_rows(cases, instructions, ops)
+    first = next(r for r in rows if r["variant"] == cases[0].variant)
+    assert first["aten_ops"] == 4 and first["alloc_bytes"] == 11 and first["instructions"] == 1000.0
+    other = next(r for r in rows if r["variant"] == cases[1].variant)
+    assert other["aten_ops"] is None and other["alloc_bytes"] is None
+    assert any(r["variant"] == EMPTY and r["phase"] == "overhead" and r["instructions"] == 300.0 for r in rows)
+
+
+def test_the_ranking_is_what_each_iteration_adds_over_torch_manual():
+    frame = counters_frame(record_with([row("torch_manual", "iteration", 2_000_000),
+                                        row("module_linear", "iteration", 3_500_000),
+                                        row("numpy_manual", "iteration", 1_500_000)]))
+    ranking = framework_overhead(frame)
+    assert list(ranking["variant"]) == ["numpy_manual", "torch_manual", "module_linear"]
+    assert list(ranking["added"]) == [-500_000, 0, 1_500_000]
+
+
+def test_counts_join_the_timings_of_their_own_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(DATA / "cpu_run.json", run / "cpu_run.json")
+    timed = load_runs([run / "cpu_run.json"])
+    assert timed["instructions"].isna().all()  # not counted: empty, never zero
+    pick = timed[timed["phase"] != "overhead"].iloc[0]
+    (run / COUNTERS_FILE).write_text(json.dumps(record_with(
+        [{**row(pick["variant"], pick["phase"], 123_456, aten_ops=6, alloc_bytes=800), "dtype": pick["dtype"],
+          "dtype_mode": pick["dtype_mode"], "size": pick["size"]}])))
+    table = load_runs([run / "cpu_run.json"])
+    joined = table[(table["variant"] == pick["variant"]) & (table["phase"] == pick["phase"])].iloc[0]
+    assert joined["instructions"] == 123_456 and joined["aten_ops"] == 6 and joined["alloc_bytes"] == 800
+    assert table["instructions"].notna().sum() == 1 and len(table) == len(timed)
+
+
+def test_a_counters_only_report_and_compare_from_the_cli(tmp_path, capsys):
+    for name, forward in (("base", 1_000_000), ("head", 1_040_000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / COUNTERS_FILE).write_text(json.dumps(record_with(
+            [row("torch_manual", "forward", forward, 6, 100), row("torch_manual", "iteration", 2_000_000, 22, 900),
+             row("module_linear", "iteration", 3_000_000, 40, 2000)])))
+    code, out, err = run_cli(capsys, "report", tmp_path / "head" / COUNTERS_FILE)
+    assert code == 0, err
+    report = (tmp_path / "head" / "report.md").read_text()
+    assert "Counters per call" in report and "adds over torch_manual" in report and "module_linear" in report
+    assert len(pd.read_csv(tmp_path / "head" / "summary.csv")) == 3
+    code, out, err = run_cli(capsys, "compare", tmp_path / "base", tmp_path / "head", "--metric", "instructions")
+    assert code == 1, err  # +4% beyond the default 2%
+    verdicts = pd.read_csv(tmp_path / "head" / "compare.csv").set_index(["variant", "phase"])["verdict"]
+    assert verdicts[("torch_manual", "forward")] == "slower" and verdicts[("module_linear", "iteration")] == "unchanged"
+    code, out, err = run_cli(capsys, "compare", tmp_path / "base", tmp_path / "head", "--metric", "instructions",
+                             "--threshold", "5")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "compare", DATA / "cpu_run.json", tmp_path / "head", "--metric", "aten_ops")
+    assert code == 2
+    assert_one_line(err, "no counters.json beside it")
+
+
+def test_not_a_counters_file_is_one_line(tmp_path, capsys):
+    (tmp_path / COUNTERS_FILE).write_text(json.dumps({"benchmarks": []}))
+    with pytest.raises(ValueError, match="not a `twolayer count` result"):
+        read_counters(tmp_path)
+    code, out, err = run_cli(capsys, "report", tmp_path / COUNTERS_FILE)
+    assert code == 2
+    assert_one_line(err, "not a `twolayer count` result")
+
+
+def test_without_valgrind_count_says_how_to_install_it_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, out, err = run_cli(capsys, "count", "--variants", "torch_manual", "--out", tmp_path / "results")
+    assert code == 2
+    assert_one_line(err, "valgrind is not installed")
+    assert INSTALL_VALGRIND in err and "apt-get install -y valgrind" in err
+    assert not (tmp_path / "results").exists()
+    code, out, err = run_cli(capsys, "count", "--metrics", "cycles", "--out", tmp_path / "results")
+    assert code == 2
+    assert_one_line(err, "unknown metric")
+
+
+def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, out, err = run_cli(capsys, "count", "--variants", "torch_manual,numpy_manual", "--phases", "step",
+                             "--sizes", TINY, "--metrics", "aten_ops,alloc_bytes", "--calls", "2",
+                             "--out", tmp_path / "results")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "results").iterdir()
+    table = read_counters(run_dir)
+    torch_step = table[table["variant"] == "torch_manual"].iloc[0]
+    assert torch_step["aten_ops"] == 4 and pd.isna(torch_step["instructions"])
+    assert pd.isna(table[table["variant"] == "numpy_manual"].iloc[0]["aten_ops"])
+    assert table["counted_threads"].eq(1).all()
+    assert (run_dir / "report.md").is_file() and (run_dir / "summary.csv").is_file()
+
+
+def test_counting_on_cuda_is_refused_in_one_line(tmp_path):
+    with pytest.raises((CountError, ValueError)):
+        count_selection(CountOptions(variants="torch_manual", devices="cuda", out=tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not HAS_VALGRIND, reason="valgrind is not installed (apt-get install -y valgrind)")
+def test_instructions_under_callgrind_are_per_call_and_see_a_planted_op(tmp_path, capsys):
+    """One Valgrind process for the selection: the tiny size's forward and iteration of
+    torch_manual, and numpy_fused's step; more work counts more instructions."""
+    code, out, err = run_cli(capsys, "count", "--variants", "torch_manual,numpy_fused", "--phases",
+                             "forward,step,iteration", "--sizes", TINY, "--calls", "3", "--out", tmp_path)
+    assert code == 0, err
+    (run_dir,) = tmp_path.iterdir()
+    table = read_counters(run_dir).set_index(["variant", "phase"])
+    forward = table.loc[("torch_manual", "forward"), "instructions"]
+    iteration = table.loc[("torch_manual", "iteration"), "instructions"]
+    empty = table.loc[(EMPTY, "overhead"), "instructions"]
+    assert 0 < empty < forward < iteration
+    assert table.loc[("numpy_fused", "step"), "instructions"] > empty
+    assert table.loc[("torch_manual", "forward"), "aten_ops"] == 6
+    assert "Counters per call" in (run_dir / "report.md").read_text()

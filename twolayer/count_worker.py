@@ -1,0 +1,207 @@
+"""The process that `twolayer count` runs its benchmarks in: once natively for the dispatched ops
+and bytes allocated, once under Valgrind's callgrind for the instructions.
+
+    python -m twolayer.count_worker ops PLAN.json OUT.json
+    valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=DIR/callgrind.out \\
+        python -m twolayer.count_worker instructions PLAN.json OUT.json
+
+PLAN.json holds the selection (as `twolayer run` takes it), the calls to count per benchmark and
+the warm-up calls before them. Each benchmark is built and warmed up exactly as for timing, and
+its per-call setup (`twolayer.phases`) runs outside the counted region, so a count covers the same
+work as a timed round and nothing else.
+
+Instructions: callgrind collects nothing until `torch._C._valgrind_toggle()` (a callgrind client
+request) turns collection on just before each counted call and off just after it. After a
+benchmark's last call, `_valgrind_toggle_and_dump_stats()` turns it off and writes a dump: the
+n-th dump is the n-th benchmark in OUT.json's `order`. Setup, imports and the toggles' own Python
+calls between the requests stay out, but the calls into the toggle itself, a few hundred
+instructions, are inside; `harness_empty` counts an empty call the same way, so that part can be
+told apart, as the timing side's `harness_empty` row does for the timer.
+
+Ops and bytes (native, no Valgrind):
+- `aten_ops`: aten operators dispatched per call, counted by a `TorchDispatchMode` (what runs below
+  autograd: `nn.Linear` without bias is a `t` and an `mm`). For numpy and jax variants it does
+  not apply and is left empty. `torch.compile`'s graphs refuse a dispatch mode, so for them the
+  profiler counts the aten operators their generated code calls (`ops_counted_by` says which).
+- `alloc_bytes`: the most memory the call held at once beyond what it held at its start (its
+  temporaries, new outputs and autograd's saved tensors). torch: the profiler's memory events of
+  the CPU allocator; numpy: `tracemalloc`'s peak (numpy reports its buffers to it; Python's own
+  small objects count too).
+
+Every pool runs one thread (torch, OpenMP, the BLAS): spin-waiting thread pools execute a varying
+number of instructions. The environment variables are set before numpy or torch is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+EMPTY = "harness_empty"  # an empty call counted the same way: what the counting itself adds
+MODES = ("ops", "instructions")
+
+
+def counted_cases(plan: dict) -> list:
+    from twolayer.cases import plan_cases
+
+    cases = plan_cases(plan.get("variants"), plan.get("devices"), plan.get("phases"), plan.get("dtypes"),
+                       plan.get("sizes"), quick=bool(plan.get("quick")))
+    return [case for case in cases if case.skip_reason is None]
+
+
+def prepared(case, warmup: int):
+    """The benchmark's phase call, built and warmed up as `twolayer run` builds it."""
+    from twolayer.phases import phase_call
+    from twolayer.variants import build
+
+    call = phase_call(build(case.variant, case.problem, case.device), case.phase)
+    for _ in range(warmup):
+        if call.setup is not None:
+            call.setup()
+        call.target()
+    return call
+
+
+def count_instructions(plan: dict) -> dict:
+    """Runs under callgrind: one dump per benchmark, in `order`."""
+    import torch
+
+    if not torch._C._valgrind_supported_platform():
+        raise SystemExit("count_worker: this torch build has no callgrind client requests")
+    calls, warmup = int(plan["calls"]), int(plan["warmup"])
+    order = []
+    jobs = [(EMPTY, device, lambda: None, None) for device in sorted({c.device for c in counted_cases(plan)})]
+    for case in counted_cases(plan):
+        call = prepared(case, warmup)
+        jobs.append((case.id, case.device, call.target, call.setup))
+    for name, device, target, setup in jobs:
+        for index in range(calls):
+            if setup is not None:
+                setup()
+            torch._C._valgrind_toggle()  # on
+            target()
+            if index < calls - 1:
+                torch._C._valgrind_toggle()  # off
+            else:
+                torch._C._valgrind_toggle_and_dump_stats()  # off, and this benchmark's dump
+        order.append({"id": name, "device": device})
+    return {"order": order, "calls": calls, "threads": torch.get_num_threads()}
+
+
+class OpCounter:
+    """Counts the aten operators dispatched while it is active (a `TorchDispatchMode`)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.count = 0
+        self.mode = Mode
+
+
+def torch_peak_bytes(recorded) -> int:
+    """The largest running total of the CPU allocator's memory events (allocations positive, frees
+    negative), in the order they happened: the most the call held beyond its start. The raw
+    (kineto) events carry every allocation; the profiler's aggregated `events()` fold those made
+    inside an operator into the operator and keep only the frees as `[memory]` events."""
+    from torch._C._autograd import DeviceType
+
+    total = peak = 0
+    events = [e for e in recorded.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        total += event.nbytes()
+        peak = max(peak, total)
+    return peak
+
+
+def top_level_aten_ops(events) -> int:
+    """The aten operators the profiler saw called from outside any other aten operator. A compiled
+    graph refuses a dispatch mode (dynamo then skips the frame for good), so for `torch.compile`
+    this stands in: the operators its generated code calls out to (`mm` for inductor's extern
+    kernels); its fused kernels are not aten operators. The profiler sees composite operators
+    whole (`linear` is one op, not `t` and `mm`), so the two counts differ for eager variants."""
+    count = 0
+    for event in events:
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        count += parent is None
+    return count
+
+
+def count_ops(plan: dict) -> dict:
+    import tracemalloc
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from twolayer.variants import VARIANTS
+
+    calls, warmup = int(plan["calls"]), int(plan["warmup"])
+    counts = {}
+    for case in counted_cases(plan):
+        library, compiled = VARIANTS[case.variant].library, VARIANTS[case.variant].compiles
+        call = prepared(case, warmup)
+        ops, peaks = [], []
+        for _ in range(calls):
+            if call.setup is not None:
+                call.setup()
+            if library == "torch":
+                if not compiled:
+                    counter = OpCounter()
+                    with counter.mode():
+                        call.target()
+                    ops.append(counter.count)
+                    if call.setup is not None:
+                        call.setup()
+                with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
+                    call.target()
+                peaks.append(torch_peak_bytes(recorded))
+                if compiled:
+                    ops.append(top_level_aten_ops(recorded.events()))
+            else:
+                tracemalloc.start()
+                start, _ = tracemalloc.get_traced_memory()
+                tracemalloc.reset_peak()
+                call.target()
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                peaks.append(max(peak - start, 0))
+        counts[case.id] = {"aten_ops": ops if library == "torch" else None, "alloc_bytes": peaks,
+                           "ops_counted_by": None if library != "torch" else "profiler" if compiled else "dispatch_mode"}
+    return {"counts": counts, "calls": calls, "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in MODES:
+        print(f"usage: python -m twolayer.count_worker {{{','.join(MODES)}}} PLAN.json OUT.json", file=sys.stderr)
+        return 2
+    os.environ.update(ONE_THREAD)  # before numpy or torch loads its thread pools
+    import torch
+
+    from twolayer.chatter import quiet_library_chatter
+
+    quiet_library_chatter()
+    torch.set_num_threads(1)
+    plan = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    result = count_instructions(plan) if argv[0] == "instructions" else count_ops(plan)
+    Path(argv[2]).write_text(json.dumps(result) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
