@@ -249,3 +249,6 @@ def test_instructions_under_callgrind_are_per_call_and_see_a_planted_op(tmp_path
     assert table.loc[("numpy_fused", "step"), "instructions"] > empty
     assert table.loc[("torch_manual", "forward"), "aten_ops"] == 6
     assert "Counters per call" in (run_dir / "report.md").read_text()
+    spent = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]["spent"]  # where the time went
+    assert spent["instructions_s"] >= spent["import_s"] > 0 and spent["ops_s"] > 0
+    assert EMPTY in spent["benchmarks_s"] and len(spent["benchmarks_s"]) == len(table)  # 6 benchmarks and the empty call

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -75,10 +76,14 @@ def count_instructions(plan: dict) -> dict:
     calls, warmup = int(plan["calls"]), int(plan["warmup"])
     order = []
     jobs = [(EMPTY, device, lambda: None, None) for device in sorted({c.device for c in counted_cases(plan)})]
+    seconds = {}  # wall time under Valgrind per benchmark, building and warm-up included: where the time went
     for case in counted_cases(plan):
+        started = time.perf_counter()
         call = prepared(case, warmup)
         jobs.append((case.id, case.device, call.target, call.setup))
+        seconds[case.id] = time.perf_counter() - started
     for name, device, target, setup in jobs:
+        started = time.perf_counter()
         for index in range(calls):
             if setup is not None:
                 setup()
@@ -89,7 +94,8 @@ def count_instructions(plan: dict) -> dict:
             else:
                 torch._C._valgrind_toggle_and_dump_stats()  # off, and this benchmark's dump
         order.append({"id": name, "device": device})
-    return {"order": order, "calls": calls, "threads": torch.get_num_threads()}
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+    return {"order": order, "calls": calls, "threads": torch.get_num_threads(), "seconds": seconds}
 
 
 class OpCounter:
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m twolayer.count_worker {{{','.join(MODES)}}} PLAN.json OUT.json", file=sys.stderr)
         return 2
     os.environ.update(ONE_THREAD)  # before numpy or torch loads its thread pools
+    started = time.perf_counter()
     import torch
 
     from twolayer.chatter import quiet_library_chatter
@@ -198,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_chatter()
     torch.set_num_threads(1)
     plan = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    imported = time.perf_counter() - started
     result = count_instructions(plan) if argv[0] == "instructions" else count_ops(plan)
+    result["import_seconds"] = imported
     Path(argv[2]).write_text(json.dumps(result) + "\n", encoding="utf-8")
     return 0
 

@@ -113,8 +113,9 @@ def run_worker(command: list[str], what: str, log: Path) -> None:
         raise CountError(f"the {what} count failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
 
 
-def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> dict[str, float]:
-    """Instructions per call by benchmark id (and `harness_empty/<device>`), from one callgrind run."""
+def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> tuple[dict[str, float], dict]:
+    """Instructions per call by benchmark id (and `harness_empty/<device>`), from one callgrind run,
+    and where that run's time went (seconds under Valgrind: importing, and each benchmark)."""
     dumps = work / "callgrind"
     dumps.mkdir()
     out = work / "instructions.json"
@@ -131,7 +132,8 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> di
     for entry, path in zip(result["order"], files):
         name = entry["id"] if entry["id"] != EMPTY else f"{EMPTY}/{entry['device']}"
         per_call[name] = callgrind_totals(path) / result["calls"]
-    return per_call
+    return per_call, {"import_s": round(result.get("import_seconds", 0.0), 1),
+                      "benchmarks_s": {name: round(value, 1) for name, value in result.get("seconds", {}).items()}}
 
 
 def count_ops(plan_path: Path, work: Path) -> dict[str, dict]:
@@ -192,15 +194,21 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
         work = Path(scratch)
         plan_path = work / "plan.json"
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
-        ops = None
+        ops, instructions, spent = None, None, {}
         if {"aten_ops", "alloc_bytes"} & set(options.metrics):
             progress(f"counting aten ops and bytes allocated: {len(cases)} benchmarks, {options.calls} calls each ...")
+            stage = time.time()
             ops = count_ops(plan_path, work)
-        instructions = None
+            spent["ops_s"] = round(time.time() - stage, 1)
         if valgrind is not None:
             progress(f"counting instructions under callgrind ({valgrind}): {len(cases)} benchmarks in one process; "
                      "importing torch under Valgrind alone takes about a minute ...")
-            instructions = count_instructions(plan_path, work, options)
+            stage = time.time()
+            instructions, under_valgrind = count_instructions(plan_path, work, options)
+            spent.update(instructions_s=round(time.time() - stage, 1), **under_valgrind)
+            slowest = sorted(under_valgrind["benchmarks_s"].items(), key=lambda item: -item[1])[:3]
+            progress(f"callgrind: {spent['instructions_s']:.0f} s, of which importing {spent['import_s']:.0f} s; "
+                     "slowest: " + ", ".join(f"{name} {value:.0f} s" for name, value in slowest))
     rows = count_rows(cases, instructions, ops)
     for row in rows:  # a metric not asked for stays empty, never a stale or made-up figure
         for metric in METRICS:
@@ -214,7 +222,7 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
     facts = machine_facts()
     record = {"twolayer": {"kind": "counters", "suite_version": SUITE_VERSION, "run_id": run_id,
                            "commit": git_commit(), "datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                           "seconds": round(time.time() - started, 1), "metrics": list(options.metrics),
+                           "seconds": round(time.time() - started, 1), "spent": spent, "metrics": list(options.metrics),
                            "calls": options.calls, "warmup": options.warmup, "threads": 1, "valgrind": valgrind,
                            "machine": {**facts, "torch_threads": 1, "numpy_threads": 1}},
               "benchmarks": rows}
