@@ -20,6 +20,9 @@ from twolayer.environment import machine_facts, set_threads
 from twolayer.timing import QUICK, Budget
 
 SETTINGS = pytest.StashKey[dict]()
+# The harness's own rows per device (bench/test_overhead.py): cuda adds the launch floor's two.
+OVERHEAD_ROWS = {"cpu": ("harness_empty", "harness_sync"),
+                 "cuda": ("harness_empty", "harness_sync", "harness_launch", "harness_graph")}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,10 +76,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "overhead_device" in metafunc.fixturenames:
         devices = sorted({case.device: device_absent_reason(case.device) for case in settings["cases"]}.items())
         params = [
-            pytest.param(device, id=device, marks=pytest.mark.skip(reason=reason) if reason else ())
-            for device, reason in devices
+            pytest.param(device, what, id=f"{device}-{what}", marks=pytest.mark.skip(reason=reason) if reason else ())
+            for device, reason in devices for what in OVERHEAD_ROWS[device if device in OVERHEAD_ROWS else "cpu"]
         ]
-        metafunc.parametrize("overhead_device", params)
+        metafunc.parametrize(("overhead_device", "what"), params)
     if "pass_index" in metafunc.fixturenames and settings["repeat"] > 1:
         metafunc.parametrize("pass_index", range(1, settings["repeat"] + 1), ids=lambda k: f"pass{k}")
 

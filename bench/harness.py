@@ -10,8 +10,11 @@ import torch
 from twolayer import SUITE_VERSION
 from twolayer.canary import canary_seconds, machine_load
 from twolayer.cases import BenchCase
+from twolayer.device_memory import phase_peak_bytes
+from twolayer.device_time import cuda_stream, device_rounds
 from twolayer.devices import device_name
 from twolayer.environment import numpy_threads
+from twolayer.launches import count_launches
 from twolayer.phases import PhaseCall
 from twolayer.timing import Budget, RoundPlan, plan_rounds
 
@@ -44,10 +47,13 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
     )
 
 
-def time_call(benchmark, call: PhaseCall, budget: Budget) -> RoundPlan | None:
+def time_call(benchmark, call: PhaseCall, budget: Budget, device: str = "cpu", torch_work: bool = True
+              ) -> RoundPlan | None:
     """Time `call` with pytest-benchmark: one call per round, setup untimed before each. Returns the
     round plan handed to pytest-benchmark; None where timing is disabled (plain `pytest`), which
-    runs the call once, untimed."""
+    runs the call once, untimed. On cuda, the device's own figures follow the timed rounds, for
+    torch's work only: jax runs on streams and an allocator that torch's events and memory
+    counters do not see, so they would record a false zero."""
     if benchmark.disabled:
         benchmark.pedantic(call.target, setup=call.setup)
         return None
@@ -57,7 +63,20 @@ def time_call(benchmark, call: PhaseCall, budget: Budget) -> RoundPlan | None:
     benchmark.extra_info["canary_before_s"] = canary_seconds()
     benchmark.pedantic(call.target, setup=call.setup, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)
     benchmark.extra_info["canary_after_s"] = canary_seconds()
+    if device == "cuda" and torch_work:
+        record_device_figures(benchmark, call, plan, device)
     return plan
+
+
+def record_device_figures(benchmark, call: PhaseCall, plan: RoundPlan, device: str, stream=None, cuda=None) -> None:
+    """After the wall-clock rounds, never inside them: CUDA-event spans of the phase's work in rounds
+    of their own (`device_s`), one profiled call (`kernel_launches`, `kernels`, `device_busy_s`)
+    and one call for the memory peak (`peak_bytes`). `stream` and `cuda` are for tests."""
+    info = benchmark.extra_info
+    info["device_s"] = device_rounds(call, plan.rounds, plan.probe_round_s, stream or cuda_stream())
+    counted = count_launches(call, device)
+    info.update(kernel_launches=counted.kernel_launches, kernels=counted.kernels, device_busy_s=counted.device_busy_s)
+    info["peak_bytes"] = phase_peak_bytes(call, cuda)
 
 
 def check_finite(loss: float, case: BenchCase) -> None:

@@ -13,7 +13,8 @@ def test_phase(benchmark, case, budget, pass_index):
     variant = build(case.variant, case.problem, case.device)
     record(benchmark, variant=case.variant, phase=case.phase, device=case.device, dtype=case.dtype, case=case,
            pass_index=pass_index)
-    time_call(benchmark, phase_call(variant, case.phase), budget)
+    time_call(benchmark, phase_call(variant, case.phase), budget, case.device,
+              torch_work=VARIANTS[case.variant].library == "torch")
     compile_seconds = getattr(variant, "compile_seconds", None)
     benchmark.extra_info["compile_s"] = sum(compile_seconds.values()) if compile_seconds is not None else None
     check_finite(variant.loss(), case)

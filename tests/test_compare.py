@@ -159,3 +159,20 @@ def test_the_verdict_needs_the_whole_interval_beyond_or_within_the_threshold(rat
         else:
             beyond = ratio > 1.10 or ratio < 1 / 1.10
             assert ("reaches back within it" if beyond else "reaches beyond it") in reason
+
+
+def test_markdown_for_a_pull_request_lists_the_changed_first_and_counts_the_rest(capsys, tmp_path):
+    base = [bench("torch_manual", "iteration", noise(1e-4)), bench("torch_autograd", "iteration", noise(2e-4)),
+            bench("numpy_manual", "iteration", noise(3e-4))]
+    new = [bench("torch_manual", "iteration", noise(1e-4, seed=1)), bench("torch_autograd", "iteration", noise(3e-4, seed=1)),
+           bench("numpy_manual", "iteration", noise(1.5e-4, seed=1))]
+    markdown = tmp_path / "comment.md"
+    code, _, _, _ = compare(capsys, tmp_path, base, new, "--markdown", str(markdown),
+                            "--report-url", "https://example.invalid/run/1")
+    text = markdown.read_text()
+    assert code == 1 and text.startswith("### twolayer compare: **1 slower** beyond 10% in time")
+    rows = [line for line in text.splitlines() if line.startswith("| slower") or line.startswith("| faster")]
+    assert [row.split(" | ")[0:3] for row in rows] == [["| slower", "cpu", "torch_autograd"],
+                                                        ["| faster", "cpu", "numpy_manual"]]
+    assert "torch_manual" not in text and "1 unchanged" in text
+    assert text.rstrip().endswith("Full report: https://example.invalid/run/1")

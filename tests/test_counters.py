@@ -252,3 +252,33 @@ def test_instructions_under_callgrind_are_per_call_and_see_a_planted_op(tmp_path
     spent = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]["spent"]  # where the time went
     assert spent["instructions_s"] >= spent["import_s"] > 0 and spent["ops_s"] > 0
     assert EMPTY in spent["benchmarks_s"] and len(spent["benchmarks_s"]) == len(table)  # 6 benchmarks and the empty call
+
+
+@pytest.mark.parametrize("flags, capability, march", [
+    ("fpu sse2 avx avx2 fma avx512f avx512vl amx_tile", "avx2", "x86-64-v3"),
+    ("fpu sse2 avx", "default", "x86-64"),
+])
+def test_under_valgrind_torch_is_held_to_an_isa_valgrind_emulates(tmp_path, monkeypatch, flags, capability, march):
+    """On an AVX-512 cpu inductor would build `-march=native` kernels that die under Valgrind."""
+    import platform
+
+    import twolayer.counters as counters
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(counters, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert counters.valgrind_environment() == {"ATEN_CPU_CAPABILITY": capability, "TORCHINDUCTOR_CPP_MARCH": march}
+
+
+def test_a_worker_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_path):
+    import sys
+
+    from twolayer.counters import run_worker
+
+    script = ("import os, signal; print('==1== vex amd64->IR: unhandled instruction bytes: 0x62 0xF3'); "
+              "print('==1== I   refs:      0', flush=True); os.kill(os.getpid(), signal.SIGILL)")
+    with pytest.raises(CountError) as raised:
+        run_worker([sys.executable, "-c", script], "instruction", tmp_path / "log")
+    assert "\n" not in str(raised.value)
+    assert "illegal instruction" in str(raised.value) and "unhandled instruction bytes: 0x62" in str(raised.value)

@@ -13,7 +13,7 @@ SAME_MATHS = ["numpy_manual", "torch_manual", "torch_autograd", "torch_optim", "
 BITWISE_PAIRS = [("torch_manual", "torch_autograd"), ("torch_optim", "torch_mseloss")]
 # Each variant beyond the tutorial, and the eager variant whose maths it shares.
 EAGER_TWINS = {"numpy_fused": "numpy_manual", "torch_compile": "torch_manual", "cuda_graph": "torch_manual",
-               "jax_jit": "numpy_manual"}
+               "torch_compile_graphs": "torch_manual", "jax_jit": "numpy_manual"}
 # Final-loss agreement after 500 iterations: float64 rounding differs only in the last bits;
 # float32 loss sits near 1e-5 after a 12-decade fall, so reordered sums may differ by a percent.
 FINAL_LOSS_TOLERANCE = {"float64": 1e-9, "float32": 0.02}

@@ -17,7 +17,7 @@ from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provena
 from twolayer.counters import CountOptions
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
-from twolayer.files import write_all_atomically, write_atomically
+from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
@@ -194,7 +194,7 @@ def cmd_compare_counters(args: argparse.Namespace, base: list[Path], new: list[P
     if not table["verdict"].isin(["slower", "faster", "unchanged"]).any():
         raise UsageError(f"no benchmark has {args.metric} on both sides: nothing to compare")
     out = Path(args.out) if args.out else (new[0] if new[0].is_dir() else new[0].parent)
-    write_atomically(out / "compare.csv", table.to_csv(index=False))
+    write_compare(out / "compare.csv", table, args, args.metric, threshold)
     print(table[["verdict", "device", "variant", "phase", "dtype", "size", "base", "new", "ratio"]].to_string(
         index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     counts = table["verdict"].value_counts()
@@ -219,13 +219,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not table["verdict"].isin(GATED_VERDICTS).any():
         raise UsageError("no benchmark is in both runs: nothing to compare (check sizes, dtypes and devices)")
     out = Path(args.out) if args.out else new[0].parent
-    write_atomically(out / "compare.csv", table.to_csv(index=False))
+    write_compare(out / "compare.csv", table, args, "time", args.threshold)
     print_verdicts(table, out / "compare.csv", args.threshold)
     if (table["interval_kind"] == WITHIN_RUN).any():
         print("compare: note: with one run per side the intervals cover round-to-round noise only, not the "
               "run-to-run drift of a shared machine; give several alternated runs per side (or --repeat), "
               "or use `twolayer gate` for paired timing")
     return 1 if (table["verdict"] == "slower").any() else 0
+
+
+def write_compare(path: Path, table, args: argparse.Namespace, metric: str, threshold_pct: float) -> None:
+    """compare.csv, and with `--markdown` its Markdown beside it, both or neither."""
+    files = {path: table.to_csv(index=False)}
+    if getattr(args, "markdown", None):
+        from twolayer.verdict_markdown import verdict_markdown
+
+        files[Path(args.markdown)] = verdict_markdown(table, metric, threshold_pct, args.report_url)
+    write_all_atomically(files)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from twolayer.history import build_history
+    from twolayer.history_report import history_files
+
+    history = build_history([Path(p) for p in args.paths])
+    out = Path(args.out)
+    write_all_atomically(history_files(history, out, args.note))
+    changes = history.changes
+    print(f"history: {history.table['commit'].nunique()} commits, {len(changes)} change points "
+          f"({', '.join(f'{n} {cause}' for cause, n in changes['cause'].value_counts().items()) or 'none'}); "
+          f"{out / 'history.md'}, {out / 'history.csv'}, {out / 'changes.csv'}")
+    return 0
 
 
 def print_verdicts(table, path: Path, threshold_pct: float) -> None:
@@ -354,8 +378,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def add_counting_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma-separated: instructions, aten_ops, alloc_bytes (default: all three)")
-    parser.add_argument("--calls", type=positive_int, default=10,
-                        help="counted calls per benchmark; the figure is their mean (default: 10)")
+    parser.add_argument("--calls", type=positive_int, default=5,
+                        help="counted calls per benchmark; the figure is their mean (default: 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="percent increase tolerated (default: 10 for time, 2 for a counter)")
     comparing.add_argument("--out", help="where compare.csv goes (default: NEW.json's directory)")
     comparing.add_argument("--allow-interrupted", action="store_true", help="accept runs stopped by Ctrl-C")
+    comparing.add_argument("--markdown", metavar="FILE",
+                           help="also write the verdicts as Markdown, changed benchmarks first (a pull-request comment)")
+    comparing.add_argument("--report-url", help="a link to the full report, for the end of --markdown")
     comparing.set_defaults(handler=cmd_compare)
 
     gating = commands.add_parser(
@@ -456,6 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     counting.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
     counting.add_argument("--out", default="results", help="where run directories go (default: results)")
     counting.set_defaults(handler=cmd_count)
+
+    history = commands.add_parser(
+        "history", help="each benchmark across commits: history.csv, change points (changes.csv), trend charts")
+    history.add_argument("paths", nargs="+", metavar="DIR_OR_JSON",
+                         help="runs: pytest-benchmark JSON files, or folders searched for benchmarks.json")
+    history.add_argument("--out", default="results/history", help="where the history goes (default: results/history)")
+    history.add_argument("--note", default="", help="a line under history.md's title (where the runs came from)")
+    history.set_defaults(handler=cmd_history)
 
     peaking = commands.add_parser("peak", help="measure the matmul peak (GFLOP/s) of each device and dtype")
     peaking.add_argument("--devices", help="comma-separated (default: every one present)")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,8 +60,11 @@ class CountOptions:
     sizes: str | None = None
     quick: bool = False  # the selection of `run --quick` (compiling variants left out unless named)
     metrics: tuple[str, ...] = METRICS
-    calls: int = 10  # counted calls per benchmark: the figure is their mean
-    warmup: int = 3  # calls before counting: first-call caches, allocator growth, compilation
+    # Counted calls per benchmark (the figure is their mean), and calls before them (first-call
+    # caches, allocator growth, compilation). Each call runs its setup too, and under Valgrind a
+    # call costs about a second, so these two set a full count's time: 10 and 3 took 12.3 min.
+    calls: int = 5
+    warmup: int = 2
     out: Path = Path("results")
     valgrind: str = "valgrind"
 
@@ -105,11 +110,45 @@ def worker_environment() -> dict[str, str]:
     return {**os.environ, **ONE_THREAD, "PYTHONPATH": path}
 
 
-def run_worker(command: list[str], what: str, log: Path) -> None:
+CPUINFO = "/proc/cpuinfo"
+
+
+def valgrind_cpu_capability() -> str:
+    """The widest vector ISA for the code torch runs under Valgrind: AVX2 where the cpu has it.
+
+    Valgrind emulates no AVX-512. ATen and the BLAS ask the cpu (cpuid), which Valgrind answers
+    without AVX-512, but inductor reads /proc/cpuinfo and checks its choice in a child process
+    that runs outside Valgrind, and compiles with `-march=native`: on an AVX-512 cpu
+    `torch.compile` would build kernels that die under Valgrind with an illegal instruction.
+    `ATEN_CPU_CAPABILITY` caps the ISA, `TORCHINDUCTOR_CPP_MARCH` the compiler's target
+    (`valgrind_environment`)."""
+    try:
+        with open(CPUINFO, encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "avx2" if "avx2" in flags else "default"
+
+
+def valgrind_environment() -> dict[str, str]:
+    """What the worker under Valgrind runs with, beyond `worker_environment`: the ISA cap."""
+    capability = valgrind_cpu_capability()
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return {}
+    return {"ATEN_CPU_CAPABILITY": capability,
+            "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3" if capability == "avx2" else "x86-64"}
+
+
+def run_worker(command: list[str], what: str, log: Path, environment: dict[str, str] | None = None) -> None:
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=worker_environment(), check=False)
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
+                              env={**worker_environment(), **(environment or {})}, check=False)
     if done.returncode != 0:
         tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        if done.returncode == -signal.SIGILL:
+            raise CountError(f"the {what} count died of an illegal instruction: code built for an instruction set "
+                             "that Valgrind does not emulate (AVX-512?); "
+                             + next((line for line in tail if "unhandled instruction" in line), tail[-1] if tail else ""))
         raise CountError(f"the {what} count failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
 
 
@@ -121,7 +160,7 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> tu
     out = work / "instructions.json"
     run_worker([options.valgrind, "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={dumps}/callgrind.out",
                 sys.executable, "-m", "twolayer.count_worker", "instructions", str(plan_path), str(out)],
-               "instruction", work / "valgrind.log")
+               "instruction", work / "valgrind.log", valgrind_environment())
     result = json.loads(out.read_text(encoding="utf-8"))
     files = dumps_in_order(dumps, "callgrind.out")
     # one dump per benchmark, in order; the dump at exit (numbered after them, or unnumbered)
@@ -138,7 +177,10 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> tu
 
 def count_ops(plan_path: Path, work: Path) -> dict[str, dict]:
     out = work / "ops.json"
-    run_worker([sys.executable, "-m", "twolayer.count_worker", "ops", str(plan_path), str(out)], "op", work / "ops.log")
+    # with the environment of the count under Valgrind: inductor then compiles the same kernels
+    # natively first, and the count under Valgrind finds them in inductor's cache
+    run_worker([sys.executable, "-m", "twolayer.count_worker", "ops", str(plan_path), str(out)], "op", work / "ops.log",
+               valgrind_environment())
     return json.loads(out.read_text(encoding="utf-8"))["counts"]
 
 
@@ -224,6 +266,8 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
                            "commit": git_commit(), "datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                            "seconds": round(time.time() - started, 1), "spent": spent, "metrics": list(options.metrics),
                            "calls": options.calls, "warmup": options.warmup, "threads": 1, "valgrind": valgrind,
+                           # the vector ISA torch ran under Valgrind (instructions differ by ISA)
+                           "valgrind_environment": valgrind_environment() if valgrind else None,
                            "machine": {**facts, "torch_threads": 1, "numpy_threads": 1}},
               "benchmarks": rows}
     files = {out_dir / COUNTERS_FILE: json.dumps(record, indent=1) + "\n"}

@@ -33,8 +33,12 @@ def torch_blas() -> str:
 
 
 def numpy_threads() -> int | None:
-    """Threads of the BLAS that numpy calls (threadpoolctl sees each loaded BLAS separately)."""
-    from threadpoolctl import threadpool_info
+    """Threads of the BLAS that numpy calls (threadpoolctl sees each loaded BLAS separately); None
+    where threadpoolctl is not installed (a GPU machine's image, say): then it is not known."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
 
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
     for pool in pools:
@@ -44,10 +48,13 @@ def numpy_threads() -> int | None:
 
 
 def set_threads(count: int) -> None:
-    """Use `count` threads in torch and in every BLAS (numpy's included)."""
-    from threadpoolctl import threadpool_limits
-
+    """Use `count` threads in torch and in every BLAS (numpy's included; without threadpoolctl,
+    numpy's BLAS keeps its own count, recorded as unknown)."""
     torch.set_num_threads(count)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
     threadpool_limits(limits=count)
 
 

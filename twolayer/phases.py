@@ -21,6 +21,9 @@ from twolayer.variants import Variant, iteration_of
 class PhaseCall:
     target: Callable[[], None]  # the timed call
     setup: Callable[[], None] | None  # untimed, before every timed call
+    # The phase's own work without the final synchronisation: what device time is measured around
+    # (CUDA events before and after it, `twolayer.device_time`). None: the same as `target`.
+    work: Callable[[], None] | None = None
 
 
 def phase_call(variant: Variant, phase: str) -> PhaseCall:
@@ -59,10 +62,10 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         synchronize()
 
     calls = {
-        "forward": PhaseCall(forward, before_forward),
-        "backward": PhaseCall(backward, before_backward),
-        "step": PhaseCall(step, before_step),
-        "iteration": PhaseCall(iteration, None),
+        "forward": PhaseCall(forward, before_forward, variant.forward),
+        "backward": PhaseCall(backward, before_backward, variant.backward),
+        "step": PhaseCall(step, before_step, variant.step),
+        "iteration": PhaseCall(iteration, None, whole_iteration),
     }
     if phase not in calls:
         raise ValueError(f"unknown phase {phase!r}; choose from {', '.join(PHASES)}")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from twolayer.cases import TUTORIAL_DTYPE
+from twolayer.device_report import device_markdown
 from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.problem import Problem
@@ -221,8 +222,13 @@ class Report:
             view = self.overhead.assign(median_ns=self.overhead["median_s"] * 1e9)
             parts += [f"{h2} Harness overhead per timed call",
                       "An empty call and a bare device synchronisation, timed like the phases: "
-                      "differences smaller than these are timer noise.",
+                      "differences smaller than these are timer noise. On cuda also an empty kernel's launch "
+                      "and synchronisation (`harness_launch`) and the replay of a one-kernel CUDA graph "
+                      "(`harness_graph`): the costs the launch floor is made of.",
                       markdown_table(view[["device", "device_name", "variant", "median_ns"]], {"median_ns": "{:.0f}"})]
+        on_device = device_markdown(self.summary, h2)
+        if on_device:
+            parts.append(on_device)
         if self.summary[["instructions", "aten_ops", "alloc_bytes"]].notna().any(axis=None):
             from twolayer.counters import counters_markdown
 

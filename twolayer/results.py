@@ -18,6 +18,8 @@ import pandas as pd
 from twolayer.canary import DISTURBED_CANARY_RATIO, canary_reference
 from twolayer.counters import KEY as COUNTER_KEY
 from twolayer.counters import METRICS, counters_beside, read_counters
+from twolayer.device_time import host_share
+from twolayer.launches import launch_floor_s
 from twolayer.problem import parse_size
 
 NOISY_IQR_FRACTION = 0.10  # torch.utils.benchmark warns above this IQR/median too
@@ -32,7 +34,8 @@ COLUMNS = (
     "size", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
     "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "load_avg_1m",
     "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
-    "instructions", "aten_ops", "alloc_bytes", "torch_threads",
+    "instructions", "aten_ops", "alloc_bytes", "device_median_s", "host_share", "device_busy_s", "kernel_launches",
+    "kernels", "launch_floor_s", "peak_bytes", "torch_threads",
     "numpy_threads", "torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model",
     "hardware", "cpu_isa", "gpu_model", "gpu_capability", "python_version", "suite_version", "interrupted",
     "benchmark",
@@ -132,8 +135,14 @@ def check_benchmark(bench: dict) -> None:
     check_number(extra, "flops", "extra_info", integer=True)
     for field in ("torch_threads", "numpy_threads", "n", "d_in", "hidden", "d_out"):
         check_number(extra, field, "extra_info", integer=True, positive=True, optional=True)
-    for field in ("compile_s", "canary_before_s", "canary_after_s"):
+    for field in ("compile_s", "canary_before_s", "canary_after_s", "device_busy_s"):
         check_number(extra, field, "extra_info", optional=True)
+    for field in ("kernel_launches", "kernels", "peak_bytes"):
+        check_number(extra, field, "extra_info", integer=True, optional=True)
+    spans = expect(extra, "device_s", list, "a list of CUDA-event spans in seconds", name="extra_info.device_s",
+                   optional=True) or []
+    for index in range(len(spans)):
+        check_number(spans, index, "extra_info.device_s", name=f"extra_info.device_s[{index}]")
     check_number(stats, "median", "stats", positive=True)  # every ratio divides by it
     for field in ("iqr", "mean", "stddev", "min", "max"):
         check_number(stats, field, "stats")
@@ -241,6 +250,12 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "interrupted": bool(meta.get("interrupted")),
             "benchmark": bench.get("name"),
             "raw_s": tuple(stats.get("data") or ()),
+            # cuda only (`record_device_figures`): device time in rounds of its own, one profiled call, one peak
+            "device_raw_s": tuple(extra.get("device_s") or ()),
+            "device_busy_s": extra.get("device_busy_s"),
+            "kernel_launches": extra.get("kernel_launches"),
+            "kernels": extra.get("kernels"),
+            "peak_bytes": extra.get("peak_bytes"),
         })
     return rows
 
@@ -278,6 +293,8 @@ def pool_passes(rows: pd.DataFrame) -> pd.DataFrame:
             first["canary_ratio"] = group["canary_ratio"].max()
             first["disturbed"] = bool(group["disturbed"].any())
             first["retimed"] = int(group["retimed"].max())
+            first["device_raw_s"] = tuple(t for spans in group["device_raw_s"] for t in spans)
+            first["peak_bytes"] = group["peak_bytes"].max()
             first["load_avg_1m"] = group["load_avg_1m"].max()
             first["others_running"] = group["others_running"].max()
         out.append(first)
@@ -306,7 +323,31 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     table["pct_of_peak"] = 100 * table["gflops"] / table["peak_gflops"]
     table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
     table = join_counters(table, counted)
+    table = device_figures(table)
     return table[[*COLUMNS, "raw_s", "raw_passes"]]
+
+
+def device_figures(table: pd.DataFrame) -> pd.DataFrame:
+    """`device_median_s` and `host_share` from each row's CUDA-event spans, and `launch_floor_s`
+    from its kernel launches and its run's `harness_launch` and `harness_sync` on that device;
+    empty where not measured (every cpu row)."""
+    table = table.copy()
+    table["device_median_s"] = [float(np.median(spans)) if len(spans) else np.nan for spans in table["device_raw_s"]]
+    table["host_share"] = [host_share(wall, device) if np.isfinite(device) else np.nan
+                           for wall, device in zip(table["median_s"], table["device_median_s"])]
+    for column in ("device_busy_s", "kernel_launches", "kernels", "peak_bytes"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    harness = table[table["variant"].isin(["harness_launch", "harness_sync"])]
+    costs = harness.pivot_table(index=["run_id", "machine", "device"], columns="variant", values="median_s",
+                                aggfunc="first")
+    table["launch_floor_s"] = np.nan
+    if {"harness_launch", "harness_sync"} <= set(costs.columns):
+        for (run_id, machine, device), cost in costs.iterrows():
+            rows = ((table["run_id"] == run_id) & (table["machine"] == machine) & (table["device"] == device)
+                    & table["kernel_launches"].notna() & (table["phase"] != "overhead"))
+            table.loc[rows, "launch_floor_s"] = [
+                launch_floor_s(n, cost["harness_launch"], cost["harness_sync"]) for n in table.loc[rows, "kernel_launches"]]
+    return table
 
 
 def join_counters(table: pd.DataFrame, counted: list[pd.DataFrame]) -> pd.DataFrame:

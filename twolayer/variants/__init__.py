@@ -19,6 +19,7 @@ from twolayer.variants.numpy_manual import NumpyManual
 from twolayer.variants.protocol import Variant, iteration_of, run_iteration
 from twolayer.variants.torch_autograd import TorchAutograd
 from twolayer.variants.torch_compile import TorchCompile
+from twolayer.variants.torch_compile_graphs import TorchCompileGraphs
 from twolayer.variants.torch_manual import TorchManual
 from twolayer.variants.torch_mseloss import TorchMSELoss
 from twolayer.variants.torch_optim import TorchOptim
@@ -75,6 +76,9 @@ VARIANTS: dict[str, VariantInfo] = {
         VariantInfo("cuda_graph", "方案二", "whole iteration captured in one CUDA graph and replayed",
                     CudaGraph, ("cuda",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
                     phases=("forward", "iteration")),
+        VariantInfo("torch_compile_graphs", "方案二", "torch.compile reduce-overhead: inductor's CUDA graphs",
+                    TorchCompileGraphs, ("cuda",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
+                    phases=("forward", "iteration"), compiles=True),
         VariantInfo("jax_jit", "方案一", "jax.jit forward (vjp), pullback and update; optional extra jax",
                     JaxJit, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
                     absent_reason=jax_absent_reason, compiles=True, library="jax"),

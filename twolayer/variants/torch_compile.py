@@ -31,9 +31,10 @@ for _name in ("recompile_limit", "cache_size_limit"):  # renamed across torch re
 class CompiledOnFirstCall:
     """A `torch.compile`d function that records how long its first (compiling) call took."""
 
-    def __init__(self, name: str, function: Callable, device: str, costs: dict[str, float]) -> None:
+    def __init__(self, name: str, function: Callable, device: str, costs: dict[str, float],
+                 mode: str | None = None) -> None:
         self.name, self.device, self.costs = name, device, costs
-        self.compiled = torch.compile(function, dynamic=False, fullgraph=True)
+        self.compiled = torch.compile(function, dynamic=False, fullgraph=True, mode=mode)
         self.call = self._first_call
 
     def _first_call(self, *args):
