@@ -120,7 +120,7 @@ def test_the_cli_writes_history_changes_and_trend_charts(tmp_path, capsys):
     ("missing", "no such file or folder"),
     ("empty", "no runs (benchmarks.json)"),
     ("no_commit", "records no commit and commit time"),
-    ("not_json", "not a readable run"),
+    ("not_json", "not JSON"),
 ])
 def test_bad_history_input_is_one_line_and_writes_nothing(tmp_path, capsys, problem, message):
     target = tmp_path / "runs"

@@ -11,7 +11,7 @@ from synthetic_runs import DATA, TEMPLATE, bench, constant, write_run
 
 from twolayer.cli import main
 from twolayer.report import build_report, write_report
-from twolayer.results import COLUMNS, ResultsError, load_runs
+from twolayer.results import COLUMNS, IN_MEMORY, ResultsError, load_runs
 
 
 def run_cli(capsys, *argv):
@@ -22,7 +22,7 @@ def run_cli(capsys, *argv):
 
 def test_tidy_table_from_a_real_run():
     table = load_runs([DATA / "cpu_run.json"])
-    assert list(table.columns) == [*COLUMNS, "raw_s", "raw_passes"]
+    assert list(table.columns) == [*COLUMNS, *IN_MEMORY]
     assert len(table) == 6
     row = table[(table["variant"] == "torch_manual") & (table["phase"] == "forward")].iloc[0]
     raw = json.loads((DATA / "cpu_run.json").read_text())

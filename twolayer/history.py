@@ -22,7 +22,6 @@ machine (cpu model, ISA, GPU) differs between the commit before and the commit w
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from twolayer.flops import PHASES
-from twolayer.results import ResultsError, load_runs
+from twolayer.results import ResultsError, read_run, tidy_table
 
 BENCHMARK = ["device", "variant", "phase", "dtype", "dtype_mode", "size"]
 HARDWARE = ["hardware", "cpu_model", "gpu_model"]
@@ -72,55 +71,65 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def commit_of(path: Path) -> tuple[str, pd.Timestamp]:
+def commit_of(path: Path, run: dict) -> tuple[str, pd.Timestamp]:
     """The commit a run measured and that commit's time, from the run's own provenance."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8")).get("commit_info") or {}
-    except (OSError, ValueError, AttributeError) as error:
-        raise HistoryError(f"{path}: not a readable run ({error.__class__.__name__})") from None
+    info = run.get("commit_info") or {}
     commit, when = info.get("id"), info.get("time") or info.get("author_time")
     if not isinstance(commit, str) or not commit or not isinstance(when, str):
         raise HistoryError(f"{path}: the run records no commit and commit time (commit_info.id, commit_info.time); "
                            "it cannot be placed in a history")
     try:
-        return commit[:12], pd.Timestamp(when).tz_convert("UTC") if pd.Timestamp(when).tzinfo else pd.Timestamp(when)
+        stamp = pd.Timestamp(when)
     except ValueError:
         raise HistoryError(f"{path}: commit_info.time {when!r} is not a time") from None
+    return commit[:12], stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
 
 
 def load_history(paths: list[Path]) -> pd.DataFrame:
     """One row per benchmark per run (phases only), with its commit and commit time."""
-    frames = []
+    runs, commits = [], {}
     for path in find_runs(paths):
-        commit, when = commit_of(path)
         try:
-            table = load_runs([path])
+            run = read_run(path)
         except ResultsError as error:
-            raise HistoryError(f"{path}: {error}") from None
-        table = table[table["phase"].isin(PHASES)]
-        frames.append(table.assign(commit=commit, commit_time=when))
-    return pd.concat(frames, ignore_index=True)
+            raise HistoryError(str(error) if str(path) in str(error) else f"{path}: {error}") from None
+        commits[str(path)] = commit_of(path, run)
+        runs.append((path, run))
+    table = tidy_table(runs)
+    table = table[table["phase"].isin(PHASES)].copy()
+    found = [commits[source] for source in table["source"]]
+    table["commit"] = [commit for commit, _ in found]
+    table["commit_time"] = [when for _, when in found]
+    return table
 
 
-def pooled(group: pd.DataFrame) -> dict:
-    raw = np.concatenate([np.asarray(r, dtype=float) for r in group["raw_s"] if len(r)] or [group["median_s"].values])
-    q1, median, q3 = np.percentile(raw, [25, 50, 75])
-    first = group.iloc[0]
+def pooled(columns: dict[str, np.ndarray], positions: np.ndarray) -> dict:
+    """The pooled figures of one benchmark at one commit, from its rows' positions in `columns`."""
+    raw = columns["raw_s"]
+    timings = [np.asarray(raw[p], dtype=float) for p in positions if len(raw[p])]
+    pool = np.concatenate(timings) if timings else columns["median_s"][positions]
+    q1, median, q3 = np.percentile(pool, [25, 50, 75])
+    counted = columns["counters"][positions]
+    means = np.nanmean(counted, axis=0) if np.isfinite(counted).any(axis=0).all() else \
+        np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in counted.T])
+    first = positions[0]
     return {"median_s": median, "q1_s": q1, "q3_s": q3, "spread": (q3 - q1) / median if median > 0 else np.nan,
-            "runs": int(group["run_id"].nunique()),
-            **{c: pd.to_numeric(group[c], errors="coerce").mean() for c in COUNTERS},
-            **{c: first[c] for c in (*HARDWARE, *VERSIONS)}}
+            "runs": len(set(columns["run_id"][positions])), **dict(zip(COUNTERS, means)),
+            **{c: columns[c][first] for c in (*HARDWARE, *VERSIONS)}}
 
 
 def history_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per benchmark per commit, commits in commit-time order (`commit_index` from 0)."""
+    rows = rows.reset_index(drop=True)
     order = (rows[["commit", "commit_time"]].drop_duplicates("commit").sort_values(["commit_time", "commit"])
              .reset_index(drop=True))
     index = {commit: i for i, commit in enumerate(order["commit"])}
+    columns = {c: rows[c].to_numpy() for c in ("raw_s", "median_s", "run_id", "commit_time", *HARDWARE, *VERSIONS)}
+    columns["counters"] = rows[COUNTERS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     out = []
-    for keys, group in rows.groupby([*BENCHMARK, "commit"], sort=False, dropna=False):
-        out.append({**dict(zip([*BENCHMARK, "commit"], keys)), "commit_time": group["commit_time"].iloc[0],
-                    "commit_index": index[keys[-1]], **pooled(group)})
+    for keys, positions in rows.groupby([*BENCHMARK, "commit"], sort=False, dropna=False).indices.items():
+        out.append({**dict(zip([*BENCHMARK, "commit"], keys)), "commit_time": columns["commit_time"][positions[0]],
+                    "commit_index": index[keys[-1]], **pooled(columns, positions)})
     table = pd.DataFrame(out, columns=HISTORY_COLUMNS)
     return table.sort_values([*BENCHMARK, "commit_index"], na_position="first").reset_index(drop=True)
 

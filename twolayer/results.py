@@ -41,6 +41,9 @@ COLUMNS = (
     "benchmark",
 )
 KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "dtype_mode", "size")
+# Kept in the table in memory, left out of the CSVs: the raw timings (per pass too), the time of
+# the commit a run measured (`twolayer history` orders commits by it) and the file it came from.
+IN_MEMORY = ("raw_s", "raw_passes", "commit_time", "source")
 # Statistics recomputed from the pooled raw timings when a benchmark ran in several passes.
 POOLED = ("median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds")
 
@@ -200,6 +203,8 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "run_id": run_id,
             "machine": machine.get("twolayer_host") or machine.get("node"),
             "commit": (commit.get("id") or "")[:12] + ("-dirty" if commit.get("dirty") else ""),
+            "commit_time": commit.get("time") or commit.get("author_time"),
+            "source": str(path),
             "datetime": run.get("datetime"),
             "device": extra["device"],
             "device_name": extra["device_name"],
@@ -305,9 +310,14 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     """The tidy table of one or many runs (several machines welcome)."""
     if not paths:
         raise ResultsError("no results files given")
+    return tidy_table([(Path(path), read_run(Path(path))) for path in paths])
+
+
+def tidy_table(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
+    """The tidy table of runs already read (and checked) by `read_run`, with the path each came from."""
     rows, counted = [], []
-    for path in paths:
-        found = run_rows(read_run(Path(path)), Path(path))
+    for path, run in runs:
+        found = run_rows(run, path)
         rows.extend(found)
         beside = counters_beside(Path(path))
         if beside is not None and found:  # `run --counters`: the counts of the same run directory
@@ -324,7 +334,7 @@ def load_runs(paths: list[Path]) -> pd.DataFrame:
     table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
     table = join_counters(table, counted)
     table = device_figures(table)
-    return table[[*COLUMNS, "raw_s", "raw_passes"]]
+    return table[[*COLUMNS, *IN_MEMORY]]
 
 
 def device_figures(table: pd.DataFrame) -> pd.DataFrame:
