@@ -268,7 +268,8 @@ def test_under_valgrind_torch_is_held_to_an_isa_valgrind_emulates(tmp_path, monk
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     monkeypatch.setattr(counters, "CPUINFO", str(cpuinfo))
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    assert counters.valgrind_environment() == {"ATEN_CPU_CAPABILITY": capability, "TORCHINDUCTOR_CPP_MARCH": march}
+    assert counters.valgrind_environment() == {"PYTHONHASHSEED": "0", "ATEN_CPU_CAPABILITY": capability,
+                                               "TORCHINDUCTOR_CPP_MARCH": march}
 
 
 def test_a_worker_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_path):

@@ -131,11 +131,14 @@ def valgrind_cpu_capability() -> str:
 
 
 def valgrind_environment() -> dict[str, str]:
-    """What the worker under Valgrind runs with, beyond `worker_environment`: the ISA cap."""
-    capability = valgrind_cpu_capability()
+    """What the worker under Valgrind runs with, beyond `worker_environment`: one string-hash seed
+    (Python's per-process random one moves dict and set work, and so the count, from one process
+    to the next), and on x86 the ISA cap."""
+    fixed = {"PYTHONHASHSEED": "0"}
     if platform.machine() not in ("x86_64", "AMD64"):
-        return {}
-    return {"ATEN_CPU_CAPABILITY": capability,
+        return fixed
+    capability = valgrind_cpu_capability()
+    return {**fixed, "ATEN_CPU_CAPABILITY": capability,
             "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3" if capability == "avx2" else "x86-64"}
 
 

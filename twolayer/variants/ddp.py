@@ -1,0 +1,115 @@
+"""Beyond the tutorial: 方案七 (`nn.Sequential` without bias, `MSELoss(reduction='sum')`, SGD) wrapped in
+`torch.nn.parallel.DistributedDataParallel`, one process per rank.
+
+Strong scaling (the default): the global batch of N rows is split across the ranks, rank r taking
+rows [r * N / W, (r + 1) * N / W) (N must divide by the world size W). DDP averages the gradients
+of the ranks in its all-reduce, while the tutorial's loss is a sum over the whole batch; so each
+rank's loss is multiplied by W, and the averaged gradient is exactly the full batch's. With the
+same learning rate the trajectory is then that of `nn_sequential_optim` at every world size.
+Weak scaling: every rank gets N rows of its own (drawn with its rank in the seed) and the loss is
+not scaled: each rank does the single-process work, and the global batch grows with W.
+
+`backward` includes the gradient all-reduce, which DDP overlaps with the backward pass.
+
+The process group must exist before the variant is built: `torchrun` (or `twolayer run --world-size`)
+makes it from the environment; where none exists, a world of one is made in this process (gloo on
+cpu, NCCL on cuda, an in-memory store), so that the variant also runs, and is timed, alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from twolayer.devices import synchronize, torch_dtype
+from twolayer.problem import Problem, make_data, make_weights
+from twolayer.variants.tensors import load_linear, to_numpy64, to_tensor
+
+Scaling = Literal["strong", "weak"]
+
+
+def backend_for(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def ensure_process_group(device: str) -> None:
+    """A world of one in this process where no process group exists yet."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend_for(device), store=dist.HashStore(), rank=0, world_size=1)
+
+
+def shard(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    n = len(rows)
+    if n % world_size:
+        raise ValueError(f"N={n} rows cannot be split evenly across {world_size} ranks (strong scaling)")
+    per_rank = n // world_size
+    return rows[rank * per_rank:(rank + 1) * per_rank]
+
+
+def rank_data(problem: Problem, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weak scaling: N rows of a rank's own, from a stream seeded with the rank too."""
+    rng = np.random.default_rng([problem.seed, 0, rank + 1])
+    dtype = np.dtype(problem.dtype)
+    return (rng.standard_normal((problem.n, problem.d_in)).astype(dtype),
+            rng.standard_normal((problem.n, problem.d_out)).astype(dtype))
+
+
+class DDP:
+    def __init__(self, problem: Problem, device: str = "cpu", scaling: Scaling = "strong") -> None:
+        ensure_process_group(device)
+        self.device, self.scaling = device, scaling
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if device == "cuda":
+            torch.cuda.set_device(self.rank % torch.cuda.device_count())
+        if scaling == "strong":
+            data = make_data(problem)
+            x, y = shard(data.x, self.rank, self.world_size), shard(data.y, self.rank, self.world_size)
+        else:
+            x, y = rank_data(problem, self.rank)
+        weights = make_weights(problem, init="normal")  # the same initial weights on every rank
+        self.x, self.y = to_tensor(x, device), to_tensor(y, device)
+        model = nn.Sequential(
+            nn.Linear(problem.d_in, problem.hidden, bias=False),
+            nn.ReLU(),
+            nn.Linear(problem.hidden, problem.d_out, bias=False),
+        ).to(device=device, dtype=torch_dtype(problem.dtype))
+        load_linear(model[0], weights.w1)
+        load_linear(model[2], weights.w2)
+        self.model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
+        self.loss_fn = nn.MSELoss(reduction="sum")
+        # DDP averages over the ranks; a sum over the global batch needs the ranks' sum
+        self.loss_scale = float(self.world_size) if scaling == "strong" else 1.0
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=problem.learning_rate)
+
+    def forward(self) -> None:
+        y_pred = self.model(self.x)
+        self._shard_loss = self.loss_fn(y_pred, self.y)
+        self._loss = self._shard_loss * self.loss_scale
+
+    def backward(self) -> None:
+        self._loss.backward()  # DDP's hooks all-reduce the gradients as they are produced
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+
+    def loss(self) -> float:
+        """The loss of the whole batch (strong) or of this rank's (weak): a collective, so every
+        rank must call it."""
+        total = self._shard_loss.detach().clone()
+        if self.scaling == "strong":
+            dist.all_reduce(total)
+        return total.item()
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The gradients after the all-reduce: every rank holds the same."""
+        module = self.model.module
+        return {"w1": to_numpy64(module[0].weight.grad).T, "w2": to_numpy64(module[2].weight.grad).T}
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
