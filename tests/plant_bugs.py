@@ -47,12 +47,12 @@ PLANTS = [
           ("twolayer/variants/nn_sequential.py", '            "b2": to_numpy64(second.bias.grad),\n', ""),
           ("twolayer/variants/__init__.py", '"sum", "normal", bias=True)', '"sum", "normal")')),
     plant("sync-in-forward", "variant.loss() (a host sync) inside the timed forward of bench/test_phases.py",
-          ("bench/test_phases.py", "    time_call(benchmark, phase_call(variant, case.phase), budget)\n",
+          ("bench/test_phases.py", "    time_call(benchmark, phase_call(variant, case.phase), budget, case.device,\n",
            "    call = phase_call(variant, case.phase)\n"
            "    timed = call.target\n"
            "    if case.phase == 'forward':\n"
            "        call = type(call)(lambda: (timed(), variant.loss()), call.setup)\n"
-           "    time_call(benchmark, call, budget)\n")),
+           "    time_call(benchmark, call, budget, case.device,\n")),
     plant("no-warmup", "pedantic(..., warmup_rounds=0) in bench/harness.py, the planned count still recorded",
           ("bench/harness.py", "rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)",
            "rounds=plan.rounds, warmup_rounds=0)")),
@@ -66,6 +66,13 @@ PLANTS = [
            "return phase_flops(self.problem, self.phase)")),
     plant("first-probe-counted", "timing.plan_rounds stops ignoring the first probe call",
           ("twolayer/timing.py", "per_round = max(min(samples[1:]), 1e-9)", "per_round = max(min(samples), 1e-9)")),
+    plant("device-time-without-lead", "device time no longer queues the spinning lead before the start event",
+          ("twolayer/device_time.py", "        stream.sleep(lead_cycles)\n        start.record()", "        start.record()")),
+    plant("history-in-file-order", "history orders commits as the files came, not by commit time",
+          ("twolayer/history.py", '.drop_duplicates("commit").sort_values(["commit_time", "commit"])',
+           '.drop_duplicates("commit")')),
+    plant("new-cpu-blamed-on-code", "a step where the cpu changed is labelled code (or versions), not hardware",
+          ("twolayer/history.py", '"hardware" if differs(HARDWARE) else "versions"', '"versions"')),
 ]
 
 

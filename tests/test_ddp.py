@@ -36,6 +36,7 @@ variant.step()
 for _ in range(%d - 1):
     variant.forward(); losses.append(variant.loss()); variant.backward(); variant.step()
 json.dump({"gradients": gradients, "losses": losses}, open(out, "w"))
+dist.barrier()  # neither rank tears gloo down while the other still talks to it
 dist.destroy_process_group()
 """ % ITERATIONS
 
@@ -43,15 +44,19 @@ dist.destroy_process_group()
 def run_ranks(tmp_path: Path, world: int, scaling: str = "strong") -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     store = tmp_path / "store"
+    logs = [open(tmp_path / f"rank{rank}.log", "w") for rank in range(world)]
     ranks = [subprocess.Popen([sys.executable, "-c", RANK, str(store), str(rank), str(world),
-                               str(tmp_path / f"rank{rank}.json"), scaling, json.dumps(PROBLEM)], env=env)
+                               str(tmp_path / f"rank{rank}.json"), scaling, json.dumps(PROBLEM)], env=env,
+                              stdout=logs[rank], stderr=subprocess.STDOUT)
              for rank in range(world)]
     try:
         codes = [rank.wait(timeout=120) for rank in ranks]
     finally:
         for rank in ranks:
             rank.kill()
-    assert codes == [0] * world
+        for log in logs:
+            log.close()
+    assert codes == [0] * world, [(tmp_path / f"rank{rank}.log").read_text()[-2000:] for rank in range(world)]
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
 
 
