@@ -77,7 +77,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         devices = sorted({case.device: device_absent_reason(case.device) for case in settings["cases"]}.items())
         params = [
             pytest.param(device, what, id=f"{device}-{what}", marks=pytest.mark.skip(reason=reason) if reason else ())
-            for device, reason in devices for what in OVERHEAD_ROWS[device if device in OVERHEAD_ROWS else "cpu"]
+            for device, reason in devices for what in OVERHEAD_ROWS.get(device, OVERHEAD_ROWS["cpu"])
         ]
         metafunc.parametrize(("overhead_device", "what"), params)
     if "pass_index" in metafunc.fixturenames and settings["repeat"] > 1:

@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twolayer.compare import MATCH
+from twolayer.counters import METRICS
 from twolayer.flops import PHASES
 from twolayer.results import ResultsError, read_run, tidy_table
 
-BENCHMARK = ["device", "variant", "phase", "dtype", "dtype_mode", "size"]
+BENCHMARK = list(MATCH)  # a benchmark's keys, as compare matches them
 HARDWARE = ["hardware", "cpu_model", "gpu_model"]
 VERSIONS = ["torch_version", "numpy_version", "python_version", "cuda_version"]
-COUNTERS = ["instructions", "aten_ops", "alloc_bytes"]
+COUNTERS = list(METRICS)
 HISTORY_COLUMNS = [*BENCHMARK, "commit_index", "commit", "commit_time", "median_s", "q1_s", "q3_s", "spread", "runs",
                    *COUNTERS, *HARDWARE, *VERSIONS]
 CHANGE_COLUMNS = [*BENCHMARK, "commit", "commit_index", "previous_commit", "step", "before_median_s",
@@ -109,9 +111,7 @@ def pooled(columns: dict[str, np.ndarray], positions: np.ndarray) -> dict:
     timings = [np.asarray(raw[p], dtype=float) for p in positions if len(raw[p])]
     pool = np.concatenate(timings) if timings else columns["median_s"][positions]
     q1, median, q3 = np.percentile(pool, [25, 50, 75])
-    counted = columns["counters"][positions]
-    means = np.nanmean(counted, axis=0) if np.isfinite(counted).any(axis=0).all() else \
-        np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in counted.T])
+    means = [np.nanmean(c) if np.isfinite(c).any() else np.nan for c in columns["counters"][positions].T]
     first = positions[0]
     return {"median_s": median, "q1_s": q1, "q3_s": q3, "spread": (q3 - q1) / median if median > 0 else np.nan,
             "runs": len(set(columns["run_id"][positions])), **dict(zip(COUNTERS, means)),
@@ -192,10 +192,9 @@ def null_gains(n: int, changes: int) -> np.ndarray:
     nothing changed. The gain does not depend on the series' level or noise, so one simulation
     per length serves every benchmark (seeded: the same p-values every time). Long series with
     two changes get fewer samples (at least 2000), to bound the work."""
-    candidates = len(BOUNDS[changes](n)[0])
-    samples = max(2000, min(NULL_SAMPLES, NULL_WORK // max(candidates * n, 1)))
+    chunk = max(1, NULL_WORK // max(len(BOUNDS[changes](n)[0]) * n, 1))  # series per chunk of NULL_WORK values
+    samples = max(2000, min(NULL_SAMPLES, chunk))
     rng = np.random.default_rng(n * 10 + changes)
-    chunk = max(1, NULL_WORK // max(candidates * n, 1))
     gains = [segmentation_gain(rng.standard_normal((min(chunk, samples - done), n)), changes)
              for done in range(0, samples, chunk)]
     return np.sort(np.concatenate(gains))

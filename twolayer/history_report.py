@@ -66,12 +66,12 @@ def trend_charts(history: History) -> dict[str, bytes]:
     return charts
 
 
-def history_markdown(history: History, charts: dict[str, bytes], synthetic_note: str = "") -> str:
+def history_markdown(history: History, charts: dict[str, bytes], note: str = "") -> str:
     table, changes = history.table, history.changes
     commits = table["commit"].nunique()
     runs = int(table.groupby("commit")["runs"].max().sum())
     parts = ["# twolayer history",
-             *([synthetic_note] if synthetic_note else []),
+             *([note] if note else []),
              f"{commits} commits, {runs} runs, {table.groupby(BENCHMARK, dropna=False).ngroups} benchmarks. "
              "Medians pool every run of a commit. A change is a step in a benchmark's log medians found by binary "
              "segmentation (ruptures) and kept where a likelihood-ratio test says a fit that good arises by chance "
@@ -93,10 +93,10 @@ def history_markdown(history: History, charts: dict[str, bytes], synthetic_note:
     return "\n\n".join(parts) + "\n"
 
 
-def history_files(history: History, out: Path, synthetic_note: str = "") -> dict[Path, str | bytes]:
+def history_files(history: History, out: Path, note: str = "") -> dict[Path, str | bytes]:
     charts = trend_charts(history)
     table = history.table.assign(commit_time=history.table["commit_time"].astype(str))
     return {out / "history.csv": table.to_csv(index=False),
             out / "changes.csv": history.changes.to_csv(index=False),
             **{out / name: png for name, png in charts.items()},
-            out / "history.md": history_markdown(history, charts, synthetic_note)}
+            out / "history.md": history_markdown(history, charts, note)}
