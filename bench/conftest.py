@@ -18,6 +18,13 @@ from twolayer.cases import plan_cases
 from twolayer.devices import device_absent_reason
 from twolayer.environment import machine_facts, set_threads
 from twolayer.timing import QUICK, Budget
+from twolayer.variants.ddp import (
+    DEFAULT_COLLECTIVE_TIMEOUT_S,
+    join_from_environment,
+    leave_world_of_one,
+    rank_threads,
+    rank_zeros,
+)
 
 SETTINGS = pytest.StashKey[dict]()
 # The harness's own rows per device (bench/test_overhead.py): cuda adds the launch floor's two.
@@ -42,13 +49,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tl-shuffle-seed", type=int, default=None, help="seed of the passes' order (default: random)")
     group.addoption("--tl-quiet-canary-s", type=float, default=None,
                     help="this machine's known quiet canary, recorded with the run; set by `twolayer run`")
+    group.addoption("--tl-scaling", default=None, help="ddp: strong (N rows split across ranks, default) or weak")
+    group.addoption("--tl-collective-timeout-s", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
+                    help="ddp: seconds a collective waits for a rank that died or hung before the run fails")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     option = config.option
     try:
         cases = plan_cases(option.tl_variants, option.tl_devices, option.tl_phases, option.tl_dtypes,
-                           option.tl_sizes, quick=option.tl_quick)
+                           option.tl_sizes, quick=option.tl_quick, scaling=option.tl_scaling)
         budget = QUICK if option.tl_quick else Budget()
         if option.tl_budget_s is not None:
             budget = replace(budget, seconds=option.tl_budget_s)
@@ -58,11 +68,24 @@ def pytest_configure(config: pytest.Config) -> None:
             raise ValueError(f"--tl-repeat must be a positive integer, got {option.tl_repeat}")
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
+    distributed = [case for case in cases if case.scaling and case.skip_reason is None]
+    if distributed and distributed[0].world_size > 1:  # launched by torchrun: join its job before any case runs
+        join_from_environment({case.device for case in distributed}, option.tl_collective_timeout_s)
+        if option.tl_threads is None:
+            option.tl_threads = rank_threads()  # the cores shared among this machine's ranks
     if option.tl_threads is not None:
         set_threads(option.tl_threads)
     seed = option.tl_shuffle_seed if option.tl_shuffle_seed is not None else random.SystemRandom().randrange(2**31)
+    if distributed and distributed[0].world_size > 1:
+        seed = rank_zeros(seed)  # every rank runs the benchmarks in one order, so that their collectives meet
     config.stash[SETTINGS] = {"cases": cases, "budget": budget, "run_id": option.tl_run_id,
                               "repeat": option.tl_repeat, "shuffle_seed": seed if option.tl_repeat > 1 else None}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A ddp world of one made in this process is taken down while nothing holds it (a launched
+    rank's group is left by `twolayer.rank_pytest`)."""
+    leave_world_of_one()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

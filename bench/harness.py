@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from twolayer.environment import numpy_threads
 from twolayer.launches import count_launches
 from twolayer.phases import PhaseCall
 from twolayer.timing import Budget, RoundPlan, plan_rounds
+from twolayer.variants.ddp import rank_zeros
 
 
 def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | None, case: BenchCase | None,
@@ -43,6 +45,8 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
             "torch_threads": torch.get_num_threads(),
             "numpy_threads": numpy_threads(),
             "pass": pass_index,  # 1..K under `--repeat K`; 0 in a single pass
+            "world_size": case.world_size if case else 1,  # ranks (a distributed variant's); 1 for the others
+            "scaling": case.scaling if case else "",  # strong or weak (a distributed variant's)
         }
     )
 
@@ -57,7 +61,7 @@ def time_call(benchmark, call: PhaseCall, budget: Budget, device: str = "cpu", t
     if benchmark.disabled:
         benchmark.pedantic(call.target, setup=call.setup)
         return None
-    plan = plan_rounds(call, budget)
+    plan = rank_zeros(plan_rounds(call, budget))  # distributed: every rank times rank 0's plan, or they hang
     benchmark.extra_info["warmup_rounds"] = plan.warmup_rounds
     benchmark.extra_info.update(machine_load(samples=3, interval_s=0.005))  # contention, for the reader
     benchmark.extra_info["canary_before_s"] = canary_seconds()
@@ -77,6 +81,25 @@ def record_device_figures(benchmark, call: PhaseCall, plan: RoundPlan, device: s
     counted = count_launches(call, device)
     info.update(kernel_launches=counted.kernel_launches, kernels=counted.kernels, device_busy_s=counted.device_busy_s)
     info["peak_bytes"] = phase_peak_bytes(call, cuda)
+
+
+def time_solo(benchmark, solo_call: PhaseCall, plan: RoundPlan, clock=time.perf_counter) -> None:
+    """`solo_s`: the same phase of a rank's solo twin (the same rows, DDP over this rank alone),
+    timed round by round with the plan the benchmark had, setup untimed. Every rank times its twin
+    at once, so the machine is as busy as in the benchmark's rounds; what the benchmark's median
+    has over the twin's is the cost of having peers (`comm_s` in the reports)."""
+    for _ in range(plan.warmup_rounds):
+        if solo_call.setup is not None:
+            solo_call.setup()
+        solo_call.target()
+    spans = []
+    for _ in range(plan.rounds):
+        if solo_call.setup is not None:
+            solo_call.setup()
+        start = clock()
+        solo_call.target()
+        spans.append(clock() - start)
+    benchmark.extra_info["solo_s"] = [round(span, 9) for span in spans]
 
 
 def check_finite(loss: float, case: BenchCase) -> None:

@@ -86,6 +86,8 @@ def parameters(variant) -> dict[str, object]:
     model = getattr(variant, "model", None)
     if model is None:
         return {"w1": variant.w1, "w2": variant.w2}
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # ddp: the wrapped nn.Sequential
     if isinstance(model, nn.Sequential):
         first, second = model[0], model[2]
     elif hasattr(model, "W1"):

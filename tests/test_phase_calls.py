@@ -36,7 +36,7 @@ ITERATION = ["forward", "backward", "step"]
     "phase, setup_calls, target_calls",
     [
         ("forward", [*ITERATION, "sync"], ["forward", "sync"]),
-        ("backward", [*ITERATION, "forward", "sync"], ["backward", "sync"]),
+        ("backward", [*ITERATION, "forward", "sync"], ["backward", "sync"]),  # the first round
         ("step", [*ITERATION, "forward", "backward", "sync"], ["step", "sync"]),
         ("iteration", None, [*ITERATION, "sync"]),
     ],
@@ -52,6 +52,37 @@ def test_timed_call_holds_only_its_phase_and_ends_synchronised(phase, setup_call
         variant.calls.clear()
     call.target()
     assert variant.calls == target_calls
+
+
+def test_backward_rounds_after_the_first_step_the_last_rounds_gradients_then_forward():
+    variant = Recorder()
+    call = phase_call(variant, "backward")
+    call.setup()
+    call.target()
+    variant.calls.clear()
+    call.setup()
+    assert variant.calls == ["step", "forward", "sync"]
+
+
+@pytest.mark.parametrize("name", ["numpy_manual", "torch_manual", "torch_autograd", "nn_sequential_optim",
+                                  "module_linear", "ddp"])
+def test_backward_rounds_train_as_the_loop_does(name):
+    """Rounds of the backward benchmark, then one step, leave the weights of as many plain
+    iterations plus one: no round's setup sums a backward into the last timed one's gradients."""
+    problem = Problem(n=4, d_in=6, hidden=5, d_out=2, dtype="float64", learning_rate=1e-2)
+    variant, plain = build(name, problem), build(name, problem)
+    call = phase_call(variant, "backward")
+    for _ in range(4):
+        call.setup()
+        call.target()
+    variant.step()
+    for _ in range(5):
+        plain.forward()
+        plain.backward()
+        plain.step()
+    variant.forward()
+    plain.forward()
+    assert variant.loss() == pytest.approx(plain.loss(), rel=1e-12)
 
 
 def test_unknown_phase():

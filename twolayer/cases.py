@@ -6,13 +6,19 @@ that an unknown name or an empty selection fails the same way before anything is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+import torch
 
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.flops import PHASES, phase_flops
 from twolayer.memory import ALWAYS_FITS, available_memory, estimate_bytes, human_bytes
 from twolayer.problem import DTYPES, Problem, parse_size
 from twolayer.variants import VARIANTS, device_problem, resolve
+from twolayer.variants.ddp import launched_world_size
+
+SCALINGS = ("strong", "weak")
 
 TUTORIAL_DTYPE = "tutorial"  # each variant in its own tutorial dtype (numpy float64, torch float32)
 # float32 by default so every row does the same arithmetic, numpy_manual included.
@@ -34,6 +40,10 @@ class BenchCase:
     # the variants compared with one another are those of one mode.
     dtype_mode: str
     skip_reason: str | None = field(default=None, compare=False)
+    # A distributed variant's: the ranks it runs on and how the batch is shared among them
+    # (`strong`: N rows split, `weak`: N rows each); 1 and "" for every other variant.
+    world_size: int = 1
+    scaling: str = ""
 
     @property
     def dtype(self) -> str:
@@ -47,7 +57,8 @@ class BenchCase:
     @property
     def id(self) -> str:
         mode = "" if self.dtype_mode == self.dtype else f"{self.dtype_mode}:"
-        return f"{self.device}-{self.phase}-{mode}{self.dtype}-{self.problem.size_label}-{self.variant}"
+        ranks = f"-w{self.world_size}-{self.scaling}" if self.scaling else ""
+        return f"{self.device}-{self.phase}-{mode}{self.dtype}-{self.problem.size_label}-{self.variant}{ranks}"
 
     def flops(self) -> int:
         info = VARIANTS[self.variant]
@@ -67,6 +78,7 @@ class Selection:
     phases: tuple[str, ...] = PHASES
     dtypes: tuple[str, ...] = DEFAULT_DTYPES
     sizes: tuple[str, ...] = DEFAULT_SIZES
+    scaling: str = "strong"  # of the distributed variants
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
@@ -86,6 +98,7 @@ def parse_selection(
     dtypes: str | None = None,
     sizes: str | None = None,
     quick: bool = False,
+    scaling: str | None = None,
 ) -> Selection:
     """A checked selection from comma-separated option values (None or '' keeps the default)."""
     selection = Selection(
@@ -95,7 +108,10 @@ def parse_selection(
         phases=split_list(phases) or Selection.phases,
         dtypes=split_list(dtypes) or DEFAULT_DTYPES,
         sizes=split_list(sizes) or DEFAULT_SIZES,
+        scaling=scaling or "strong",
     )
+    if selection.scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {selection.scaling!r}; choose from {', '.join(SCALINGS)}")
     _check_names("variant", selection.variants, tuple(VARIANTS))
     _check_names("device", selection.devices, KNOWN_DEVICES)
     _check_names("phase", selection.phases, PHASES)
@@ -120,9 +136,10 @@ def check_devices_present(selection: Selection) -> None:
                     raise ValueError(f"{variant}: {reason}")
 
 
-def make_cases(selection: Selection) -> list[BenchCase]:
+def make_cases(selection: Selection, world_size: int | None = None) -> list[BenchCase]:
     """Every (device, phase, dtype, size, variant) the selection names and the variant supports,
-    each once (a size or dtype named twice is still one case).
+    each once (a size or dtype named twice is still one case). A distributed variant's cases run
+    at `world_size`, by default the one this process was launched with (1 when none).
 
     With no devices named, cpu and cuda are always listed, and mps where it is present; an
     absent device's cases carry the reason as their skip, so a run shows what was not measured.
@@ -141,8 +158,26 @@ def make_cases(selection: Selection) -> list[BenchCase]:
                         problem = Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out,
                                           dtype=None if dtype == TUTORIAL_DTYPE else dtype)
                         skip = device_problem(variant, device)
-                        cases.append(BenchCase(variant, device, phase, resolve(variant, problem), dtype, skip))
+                        ranks = {}
+                        if info.distributed:
+                            ranks = dict(world_size=world_size or launched_world_size(), scaling=selection.scaling)
+                            skip = skip or ranks_problem(problem, device, **ranks)
+                        cases.append(BenchCase(variant, device, phase, resolve(variant, problem), dtype, skip, **ranks))
     return list(dict.fromkeys(cases))
+
+
+def ranks_problem(problem: Problem, device: str, world_size: int, scaling: str) -> str | None:
+    """Why a distributed case cannot run at `world_size`: too few GPUs for one per rank; raises
+    ValueError for a batch that strong scaling cannot split evenly (a bad selection, not a skip)."""
+    if scaling == "strong" and problem.n % world_size:
+        raise ValueError(f"N={problem.n} rows cannot be split evenly across {world_size} ranks; choose --sizes "
+                         "with N a multiple of the world size, or --scaling weak")
+    if device == "cuda":
+        present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        if present < local:
+            return f"ddp on cuda needs a GPU per rank: {local} ranks here, {present} GPU(s)"
+    return None
 
 
 def check_not_empty(cases: list[BenchCase]) -> None:
@@ -170,11 +205,12 @@ def check_memory(cases: list[BenchCase]) -> None:
 
 
 def plan_cases(variants: str | None = None, devices: str | None = None, phases: str | None = None,
-               dtypes: str | None = None, sizes: str | None = None, quick: bool = False) -> list[BenchCase]:
+               dtypes: str | None = None, sizes: str | None = None, quick: bool = False,
+               scaling: str | None = None, world_size: int | None = None) -> list[BenchCase]:
     """The checked cases of a selection given as option strings; ValueError with one line if bad."""
-    selection = parse_selection(variants, devices, phases, dtypes, sizes, quick=quick)
+    selection = parse_selection(variants, devices, phases, dtypes, sizes, quick=quick, scaling=scaling)
     check_devices_present(selection)
-    cases = make_cases(selection)
+    cases = make_cases(selection, world_size)
     check_not_empty(cases)
     check_memory(cases)
     return cases

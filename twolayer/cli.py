@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import unicodedata
 from pathlib import Path
@@ -26,6 +27,7 @@ from twolayer.results import ResultsError, load_runs, read_run
 from twolayer.run import RESULT_FILE, RunFailed, RunInterrupted, RunOptions, run_suite
 from twolayer.train import NonFiniteLoss, train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
+from twolayer.variants.ddp import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 
 class UsageError(Exception):
@@ -37,6 +39,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def world_sizes(text: str) -> tuple[int, ...]:
+    """`--world-size 1,2`: positive integers, each once, in the order given."""
+    sizes = tuple(dict.fromkeys(positive_int(part) for part in split_list(text)))
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
 
 
 def positive_int(text: str) -> int:
@@ -107,12 +117,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(variants=args.variants, devices=args.devices, phases=phases, dtypes=args.dtypes,
                          sizes=sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
                          out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
-                         retimes=args.retimes)
+                         retimes=args.retimes, world_sizes=args.world_size, scaling=args.scaling,
+                         collective_timeout_s=args.collective_timeout_s)
     counting = None
     if args.counters:  # the cpu benchmarks of the same selection (counting on cuda is not built yet)
         counting = count_options(args, Path(args.out), devices="cpu", phases=phases, sizes=sizes, quick=args.quick)
     try:
         run_dir = run_suite(options)
+        if run_dir is None:  # a rank other than 0 of a torchrun job
+            print(f"rank {os.environ.get('RANK')}: done; rank 0 writes the results")
+            return 0
     except RunFailed as error:
         print(f"twolayer run: error: {error}", file=sys.stderr)
         return 1
@@ -420,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed of the passes' order (default: random; recorded in the JSON)")
     running.add_argument("--retimes", type=non_negative_int, default=2,
                          help="time benchmarks disturbed by other work again, at most this often (default: 2)")
+    running.add_argument("--world-size", type=world_sizes, default=None, metavar="W[,W...]",
+                         help="time the distributed variants (ddp) with W ranks on this machine, one launch per W "
+                              "(e.g. 1,2); default: in this process, a world of one")
+    running.add_argument("--scaling", choices=("strong", "weak"), default=None,
+                         help="ddp: strong splits the batch of N rows across the ranks (default), weak gives each N")
+    running.add_argument("--collective-timeout-s", type=positive_float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
+                         help="ddp: a rank that died or hung fails the run after this many seconds "
+                              f"(default: {DEFAULT_COLLECTIVE_TIMEOUT_S:g})")
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
     running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
     running.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak in the reports)")

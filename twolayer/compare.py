@@ -29,7 +29,7 @@ from scipy import stats
 
 from twolayer.results import ResultsError
 
-MATCH = ["device", "variant", "phase", "dtype", "dtype_mode", "size"]
+MATCH = ["device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling"]
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 VERDICTS = ("slower", "faster", "inconclusive", "unchanged", "harness", "only_in_base", "only_in_new")  # report order

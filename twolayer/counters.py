@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -219,9 +219,17 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
     from twolayer.environment import git_commit, machine_facts
     from twolayer.files import write_all_atomically
     from twolayer.run import new_run_id
+    from twolayer.variants import VARIANTS
 
     cases = [case for case in plan_cases(options.variants, options.devices, options.phases, options.dtypes,
                                          options.sizes, quick=options.quick) if case.skip_reason is None]
+    ranked = sorted({case.variant for case in cases if VARIANTS[case.variant].distributed})
+    if ranked and options.variants is not None:
+        raise CountError(f"{ranked[0]} is not counted: its all-reduce runs on the backend's own threads, whose "
+                         "instruction counts vary; time it with `twolayer run`")
+    if ranked:  # the default selection: every variant but the distributed ones
+        options = replace(options, variants=",".join(dict.fromkeys(c.variant for c in cases if c.variant not in ranked)))
+        cases = [case for case in cases if case.variant not in ranked]
     if not cases:
         raise CountError("nothing to count: every benchmark of the selection is skipped here")
     if "cuda" in {case.device for case in cases}:

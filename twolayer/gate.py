@@ -367,12 +367,18 @@ def describe_machine(state: dict) -> str:
     return ", ".join(parts)
 
 
-MATCH = ("device", "variant", "phase", "dtype", "dtype_mode", "size")
+MATCH = ("device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling")
+# what a side from before distributed variants existed says of its cases: one rank, no scaling
+MATCH_DEFAULTS = {"world_size": 1, "scaling": ""}
+
+
+def match_of(case: dict) -> dict:
+    return {k: case.get(k, MATCH_DEFAULTS.get(k)) for k in MATCH}
 
 
 def matched_cases(base_cases: list[dict], new_cases: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """The runnable cases both sides have (by what they time, not by test id), and those in one only."""
-    key = lambda case: tuple(case[k] for k in MATCH)  # noqa: E731
+    key = lambda case: tuple(match_of(case).values())  # noqa: E731
     base_keys = {key(c): c for c in base_cases if not c["skip"]}
     new_keys = {key(c): c for c in new_cases if not c["skip"]}
     both = [{**new_keys[k], "base_id": base_keys[k]["id"]} for k in new_keys if k in base_keys]
@@ -400,7 +406,7 @@ def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list
     """compare.csv's columns (so `compare`'s readers read the gate too), plus what the pairing saw."""
     rows = []
     for r in results:
-        rows.append({**{k: r.case[k] for k in MATCH}, "base_median_s": r.base_median_s,
+        rows.append({**match_of(r.case), "base_median_s": r.base_median_s,
                      "new_median_s": r.new_median_s, "ratio": r.interval.ratio, "ratio_low": r.interval.low,
                      "ratio_high": r.interval.high, "interval_kind": PAIRED, "reason": r.reason, "verdict": r.verdict,
                      "pairs": r.pairs, "block_rounds": r.block_rounds, "timings": r.timings,
@@ -410,7 +416,7 @@ def result_rows(results: list[CaseResult], only_base: list[dict], only_new: list
                      "load_avg_1m": r.machine_before.get("load_avg_1m"),
                      "others_running": r.machine_before.get("others_running")})
     for cases, name in ((only_base, "only_in_base"), (only_new, "only_in_new")):
-        rows += [{**{k: c[k] for k in MATCH}, "verdict": name} for c in cases]
+        rows += [{**match_of(c), "verdict": name} for c in cases]
     out = pd.DataFrame(rows)
     out.insert(0, "new_run_id", new_commit)
     out.insert(0, "base_run_id", base_commit)

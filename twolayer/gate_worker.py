@@ -79,6 +79,7 @@ class Worker:
         self.cases = {case.id: case for case in cases}
         return {"cases": [{"id": case.id, "variant": case.variant, "device": case.device, "phase": case.phase,
                            "dtype": case.dtype, "dtype_mode": case.dtype_mode, "size": case.problem.size_label,
+                           "world_size": case.world_size, "scaling": case.scaling,
                            "skip": case.skip_reason} for case in cases]}
 
     def prepare(self, request: dict) -> dict:

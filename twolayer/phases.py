@@ -2,8 +2,9 @@
 
 A setup brings the variant to the state the training loop has just before the phase: after a
 whole iteration (the last graph freed by its backward, the gradients zeroed or dropped by its
-step), then the phases before this one. So `backward` never accumulates into stale gradients,
-and `forward` never pays for freeing a graph that backward would have freed. Every timed call
+step), then the phases before this one. For backward, from the second round on, the loop's step
+consumes the last timed backward's gradients first. So `backward` never accumulates into stale
+gradients, and `forward` never pays for freeing a graph that backward would have freed. Every timed call
 ends in the variant's device synchronisation, and so does every setup, so that a round's clock
 covers exactly the named phase's work and nothing queued before it.
 """
@@ -50,8 +51,17 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         whole_iteration()
         synchronize()
 
-    def before_backward() -> None:  # autograd frees its graph in backward: each round needs a fresh forward
-        whole_iteration()
+    backward_rounds = []
+
+    def before_backward() -> None:
+        """Autograd frees its graph in backward: each round needs a fresh forward. The gradients of
+        the last timed backward are the loop's next step's: applied (and zeroed) here, as the loop
+        would, rather than summed into by another backward. Each setup precedes its timed call."""
+        if backward_rounds:
+            variant.step()
+        else:
+            whole_iteration()
+        backward_rounds.append(None)
         variant.forward()
         synchronize()
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from twolayer.cases import TUTORIAL_DTYPE
+from twolayer.ddp_report import ddp_markdown, labelled, world_size_chart
 from twolayer.device_report import device_markdown
 from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
@@ -229,6 +230,9 @@ class Report:
         on_device = device_markdown(self.summary, h2)
         if on_device:
             parts.append(on_device)
+        data_parallel = ddp_markdown(self.summary, h2)
+        if data_parallel:
+            parts.append(data_parallel)
         if self.summary[["instructions", "aten_ops", "alloc_bytes"]].notna().any(axis=None):
             from twolayer.counters import counters_markdown
 
@@ -261,14 +265,15 @@ class Report:
 
 def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: bool = True,
                  baseline_named: bool = False) -> Report:
-    compared = comparison(table, baseline, baseline_named)
-    report = Report(summary=table, comparison=compared, devices=devices(table), overhead=overhead(table),
+    named = labelled(table)  # a distributed variant's rows by world size: ddp-w1, ddp-w2, ...
+    compared = comparison(named, baseline, baseline_named)
+    report = Report(summary=table, comparison=compared, devices=devices(named), overhead=overhead(table),
                     baseline=baseline)
     if charts:
         from twolayer.charts import phase_charts, scaling_chart
 
-        report.charts = {**phase_charts(compared[compared["size"] == headline_size(compared)], table),
-                         **scaling_chart(compared)}
+        report.charts = {**phase_charts(compared[compared["size"] == headline_size(compared)], named),
+                         **scaling_chart(compared), **world_size_chart(table)}
     return report
 
 

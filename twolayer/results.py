@@ -31,19 +31,20 @@ REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
 # The tidy table's columns, in order; `raw_s` (the raw timings) stays in memory, out of the CSVs.
 COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "dtype_mode",
-    "size", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds",
+    "size", "world_size", "scaling", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s",
+    "min_s", "max_s", "rounds",
     "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "load_avg_1m",
     "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
     "instructions", "aten_ops", "alloc_bytes", "device_median_s", "host_share", "device_busy_s", "kernel_launches",
-    "kernels", "launch_floor_s", "peak_bytes", "torch_threads",
+    "kernels", "launch_floor_s", "peak_bytes", "comm_s", "torch_threads",
     "numpy_threads", "torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas", "cpu_model",
     "hardware", "cpu_isa", "gpu_model", "gpu_capability", "python_version", "suite_version", "interrupted",
     "benchmark",
 )
-KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "dtype_mode", "size")
+KEY = ("run_id", "machine", "device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling")
 # Kept in the table in memory, left out of the CSVs: the raw timings (per pass too), the time of
 # the commit a run measured (`twolayer history` orders commits by it) and the file it came from.
-IN_MEMORY = ("raw_s", "raw_passes", "commit_time", "source")
+IN_MEMORY = ("raw_s", "raw_passes", "commit_time", "source", "solo_raw_s")
 # Statistics recomputed from the pooled raw timings when a benchmark ran in several passes.
 POOLED = ("median_s", "iqr_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds")
 
@@ -213,6 +214,8 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "dtype": extra["dtype"],
             "dtype_mode": extra.get("dtype_mode") or extra["dtype"],  # float32, float64, or tutorial
             "size": extra["size"],
+            "world_size": int(extra.get("world_size") or 1),  # ranks of a distributed variant; 1 for the others
+            "scaling": extra.get("scaling") or "",  # strong or weak (a distributed variant's); "" for the others
             "n": extra.get("n"),
             "d_in": extra.get("d_in"),
             "hidden": extra.get("hidden"),
@@ -261,6 +264,8 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "kernel_launches": extra.get("kernel_launches"),
             "kernels": extra.get("kernels"),
             "peak_bytes": extra.get("peak_bytes"),
+            # distributed, world size > 1: the same phase of each rank's solo twin (same rows, no peers)
+            "solo_raw_s": tuple(extra.get("solo_s") or ()),
         })
     return rows
 
@@ -299,6 +304,7 @@ def pool_passes(rows: pd.DataFrame) -> pd.DataFrame:
             first["disturbed"] = bool(group["disturbed"].any())
             first["retimed"] = int(group["retimed"].max())
             first["device_raw_s"] = tuple(t for spans in group["device_raw_s"] for t in spans)
+            first["solo_raw_s"] = tuple(t for spans in group["solo_raw_s"] for t in spans)
             first["peak_bytes"] = group["peak_bytes"].max()
             first["load_avg_1m"] = group["load_avg_1m"].max()
             first["others_running"] = group["others_running"].max()
@@ -334,6 +340,10 @@ def tidy_table(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
     table["floor_s"] = np.where(table["flops"] > 0, table["flops"] / (table["peak_gflops"] * 1e9), np.nan)
     table = join_counters(table, counted)
     table = device_figures(table)
+    # what having peers costs a rank's phase: its median over its solo twin's (the all-reduce, and
+    # waiting for the slowest rank; `twolayer.variants.ddp`)
+    table["comm_s"] = [median - float(np.median(solo)) if len(solo) else np.nan
+                       for median, solo in zip(table["median_s"], table["solo_raw_s"])]
     return table[[*COLUMNS, *IN_MEMORY]]
 
 

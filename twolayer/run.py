@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Callable, TextIO
 
@@ -22,6 +22,8 @@ from twolayer.cases import BenchCase, plan_cases
 from twolayer.chatter import is_library_chatter
 from twolayer.environment import PROJECT_ROOT, git_commit, host_name, set_threads
 from twolayer.peak import cached_peaks
+from twolayer.variants import VARIANTS
+from twolayer.variants.ddp import DEFAULT_COLLECTIVE_TIMEOUT_S, launched_world_size
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 RESULT_FILE = "benchmarks.json"
@@ -64,6 +66,11 @@ class RunOptions:
     repeat: int = 1  # passes over the selection, each shuffled: their spread is the run-to-run noise
     shuffle_seed: int | None = None  # the passes' order (random when None; recorded either way)
     retimes: int = 2  # how often benchmarks timed on a disturbed machine are timed again, at most
+    # The distributed variants' (ddp): each world size is a launch of its own ranks on this machine;
+    # None: in this process, as a world of one (or at torchrun's world size, under torchrun).
+    world_sizes: tuple[int, ...] | None = None
+    scaling: str | None = None  # strong (default) or weak
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
 
 
 def new_run_id(out: Path, now: float | None = None) -> str:
@@ -87,18 +94,65 @@ def pytest_arguments(options: RunOptions, json_path: Path, run_id: str, peak_pat
                         ("--tl-phases", options.phases), ("--tl-dtypes", options.dtypes),
                         ("--tl-sizes", options.sizes), ("--tl-threads", options.threads),
                         ("--tl-budget-s", options.budget_s), ("--tl-repeat", options.repeat),
-                        ("--tl-shuffle-seed", options.shuffle_seed), ("--tl-quiet-canary-s", quiet_canary_s)):
+                        ("--tl-shuffle-seed", options.shuffle_seed), ("--tl-quiet-canary-s", quiet_canary_s),
+                        ("--tl-scaling", options.scaling)):
         if value is not None:
             args.append(f"{flag}={value}")
     if options.quick:
         args.append("--tl-quick")
+    if options.collective_timeout_s != DEFAULT_COLLECTIVE_TIMEOUT_S:
+        args.append(f"--tl-collective-timeout-s={options.collective_timeout_s}")
     return args
+
+
+def under_torchrun() -> bool:
+    """This process is one rank of a job `torchrun` started (a world of more than one)."""
+    return "RANK" in os.environ and launched_world_size() > 1
+
+
+def distributed_variants(cases: list[BenchCase]) -> list[str]:
+    return list(dict.fromkeys(case.variant for case in cases if VARIANTS[case.variant].distributed))
+
+
+OVERHEAD_TESTS = ["bench/test_overhead.py"]  # the harness's own rows
+PHASE_TESTS = ["bench/test_phases.py"]  # the variants'
+
+
+def split_selection(options: RunOptions, cases: list[BenchCase]) -> tuple[RunOptions, list[str] | None,
+                                                                           RunOptions | None]:
+    """The options of the suite run in this process and the tests it runs (None: all), and the
+    options of the distributed variants' launches (one per world size; None: no launch). Without
+    --world-size, a distributed variant runs in this process, a world of one. The harness's own
+    rows are timed in this process only, once."""
+    if options.world_sizes is None:
+        return options, None, None
+    ranked = distributed_variants(cases)
+    local = list(dict.fromkeys(case.variant for case in cases if case.variant not in ranked))
+    return (replace(options, variants=",".join(local or ranked)), None if local else OVERHEAD_TESTS,
+            replace(options, variants=",".join(ranked)))
 
 
 def check_options(options: RunOptions) -> list[BenchCase]:
     """Refuse a bad selection before anything runs (raises ValueError with a one-line message)."""
     cases = plan_cases(options.variants, options.devices, options.phases, options.dtypes, options.sizes,
-                       quick=options.quick)
+                       quick=options.quick, scaling=options.scaling)
+    if options.world_sizes is not None:
+        if under_torchrun():
+            raise ValueError(f"under torchrun the world size is torchrun's (WORLD_SIZE={launched_world_size()}); "
+                             "leave out --world-size")
+        if any(size < 1 for size in options.world_sizes):
+            raise ValueError(f"--world-size takes positive integers, got {','.join(map(str, options.world_sizes))}")
+        if not distributed_variants(cases):
+            raise ValueError("--world-size applies to the distributed variants (ddp), and the selection has none")
+        for size in options.world_sizes:  # a batch that cannot be split fails now, not in a rank
+            plan_cases(options.variants, options.devices, options.phases, options.dtypes, options.sizes,
+                       quick=options.quick, scaling=options.scaling, world_size=size)
+    elif under_torchrun():
+        others = [case.variant for case in cases if not VARIANTS[case.variant].distributed]
+        if options.variants is not None and others:
+            raise ValueError(f"under torchrun only the distributed variants run; leave out {others[0]}")
+    if not options.collective_timeout_s > 0:
+        raise ValueError(f"--collective-timeout-s must be positive, got {options.collective_timeout_s}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {options.threads}")
     if options.repeat < 1:
@@ -193,13 +247,18 @@ def remember_quiet(result: dict, options: RunOptions, before: MachineState) -> N
         remember_quiet_canary(options.out, statistics.median(seen))
 
 
-def run_suite(options: RunOptions) -> Path:
-    """Run the suite; return the run directory, which exists only if the whole run succeeded.
+def run_suite(options: RunOptions) -> Path | None:
+    """Run the suite; return the run directory, which exists only if the whole run succeeded (None
+    on a rank other than 0 under torchrun: rank 0 writes the results).
 
     On Ctrl-C, raise `RunInterrupted`: the benchmarks that had finished are kept in a run
     directory marked interrupted, or, when none had, nothing is.
     """
+    if under_torchrun():  # one rank of a torchrun job: its distributed variants, no retiming (ranks would disagree)
+        ranked_names = ",".join(name for name, info in VARIANTS.items() if info.distributed)
+        options = replace(options, variants=options.variants or ranked_names, retimes=0)
     cases = check_options(options)
+    local, local_tests, ranked = split_selection(options, cases)
     options.out.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id(options.out)
     partial = options.out / f".{run_id}.partial"
@@ -215,36 +274,101 @@ def run_suite(options: RunOptions) -> Path:
                 write_peaks(cases, options, peak_path)
             except KeyboardInterrupt:
                 raise RunInterrupted(None, 0) from None
-        passed_path = (partial / PASSED_FILE).resolve()
-        arguments = [*pytest_arguments(options, (partial / RESULT_FILE).resolve(), run_id, peak_path, quiet_canary_s),
-                     "-p", "twolayer.outcomes", f"--tl-passed-file={passed_path}"]
-        suite = run_pytest([sys.executable, "-m", "pytest", *arguments])
-        if suite.interrupted:
-            kept = keep_finished(partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}")
-            raise RunInterrupted(options.out / f"{run_id}{INTERRUPTED_SUFFIX}" if kept else None, kept)
-        reason = write_failure(suite)
-        if reason is not None:  # a full disk, most often, while pytest-benchmark saves: its traceback says no more
-            raise RunFailed(f"could not save the results in {options.out}: {reason}; nothing was kept")
-        for line in suite.errors:
-            print(line, file=sys.stderr)  # why the suite failed, or its warnings
-        if suite.returncode != 0:
-            raise RunFailed(f"the benchmark suite failed (pytest exit code {suite.returncode}); no results were written")
-        result_path = partial / RESULT_FILE
-        with open(result_path, encoding="utf-8") as handle:
-            result = json.load(handle)
-        if not result.get("benchmarks"):
-            raise RunFailed("the benchmark suite recorded no benchmarks; no results were written")
-        retime_disturbed(result, options, partial, run_id, peak_path, quiet_canary_s,
+        result = run_local(local, local_tests, partial, run_id, peak_path, quiet_canary_s)
+        if result is None:
+            return None  # a rank other than 0 under torchrun
+        retime_disturbed(result, local, partial, run_id, peak_path, quiet_canary_s,
                          lambda args: run_pytest([sys.executable, "-m", "pytest", *args]).returncode)
+        for world_size in (options.world_sizes or ()) if ranked is not None else ():
+            try:
+                result = merge_runs(result, run_ranks(ranked, world_size, partial, run_id, peak_path, quiet_canary_s))
+            except RunInterrupted:
+                raise keep_result(result, partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}") from None
         remember_quiet(result, options, before)
+        result_path = partial / RESULT_FILE
         # pytest-benchmark indents every raw timing onto its own line; compact JSON is a third the size.
         result_path.write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
-        passed_path.unlink(missing_ok=True)
+        (partial / PASSED_FILE).unlink(missing_ok=True)
         run_dir = options.out / run_id
         os.replace(partial, run_dir)
         return run_dir
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def run_local(options: RunOptions, tests: list[str] | None, partial: Path, run_id: str, peak_path: Path | None,
+              quiet_canary_s: float | None) -> dict | None:
+    """The suite (or its `tests`) in a process of its own (under torchrun: this rank's, rank 0 alone
+    saving it)."""
+    passed_path = (partial / PASSED_FILE).resolve()
+    arguments = [*pytest_arguments(options, (partial / RESULT_FILE).resolve(), run_id, peak_path, quiet_canary_s,
+                                   only=tests),
+                 "-p", "twolayer.outcomes", f"--tl-passed-file={passed_path}"]
+    runner = "twolayer.rank_pytest" if under_torchrun() else "pytest"
+    suite = run_pytest([sys.executable, "-m", runner, *arguments])
+    if suite.interrupted:
+        kept = keep_finished(partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}")
+        raise RunInterrupted(options.out / f"{run_id}{INTERRUPTED_SUFFIX}" if kept else None, kept)
+    reason = write_failure(suite)
+    if reason is not None:  # a full disk, most often, while pytest-benchmark saves: its traceback says no more
+        raise RunFailed(f"could not save the results in {options.out}: {reason}; nothing was kept")
+    for line in suite.errors:
+        print(line, file=sys.stderr)  # why the suite failed, or its warnings
+    if suite.returncode != 0:
+        raise RunFailed(f"the benchmark suite failed (pytest exit code {suite.returncode}); no results were written")
+    if under_torchrun() and int(os.environ["RANK"]) != 0:
+        return None
+    result_path = partial / RESULT_FILE
+    with open(result_path, encoding="utf-8") as handle:
+        result = json.load(handle)
+    if not result.get("benchmarks"):
+        raise RunFailed("the benchmark suite recorded no benchmarks; no results were written")
+    return result
+
+
+def run_ranks(options: RunOptions, world_size: int, partial: Path, run_id: str, peak_path: Path | None,
+              quiet_canary_s: float | None) -> dict:
+    """The distributed variants at `world_size`: that many ranks on this machine, started by torch's
+    launcher (`twolayer.ddp_launch`); rank 0's pytest-benchmark JSON."""
+    print(f"starting {world_size} rank(s) for {options.variants} ...", flush=True)
+    json_path = (partial / f"ranks-{world_size}.json").resolve()
+    log_dir = (partial / f"ranks-{world_size}").resolve()  # the other ranks' output: read for a failure's line
+    command = [sys.executable, "-m", "twolayer.ddp_launch", f"--world-size={world_size}", f"--log-dir={log_dir}", "--",
+               *pytest_arguments(options, json_path, run_id, peak_path, quiet_canary_s, only=PHASE_TESTS)]
+    suite = run_pytest(command)
+    if suite.interrupted:
+        raise RunInterrupted(None, 0)
+    named = [line.removeprefix("twolayer run: ") for line in suite.errors if line.startswith("twolayer run: rank")]
+    for line in suite.errors:
+        if not line.startswith("twolayer run: rank"):
+            print(line, file=sys.stderr)
+    if suite.returncode != 0 or not json_path.is_file():
+        why = named[0] if named else f"the launcher's exit code {suite.returncode}"
+        raise RunFailed(f"ddp at world size {world_size}: {why}; no results were written")
+    result = json.loads(json_path.read_text(encoding="utf-8"))
+    json_path.unlink()
+    shutil.rmtree(log_dir, ignore_errors=True)
+    if not result.get("benchmarks"):
+        raise RunFailed(f"ddp at world size {world_size} recorded no benchmarks; no results were written")
+    return result
+
+
+def merge_runs(result: dict, more: dict) -> dict:
+    """One run of the benchmarks of both: the first's machine and commit, the benchmarks of both."""
+    result["benchmarks"].extend(more["benchmarks"])
+    return result
+
+
+def keep_result(result: dict, partial: Path, run_dir: Path) -> RunInterrupted:
+    """After an interrupt between launches: keep what finished, marked interrupted."""
+    finished = [bench for bench in result["benchmarks"] if bench["extra_info"].get("phase") != "overhead"]
+    if not finished:
+        return RunInterrupted(None, 0)
+    result.setdefault("twolayer", {}).update(run_id=run_dir.name, interrupted=True)
+    (partial / RESULT_FILE).write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
+    (partial / PASSED_FILE).unlink(missing_ok=True)
+    os.replace(partial, run_dir)
+    return RunInterrupted(run_dir, len(result["benchmarks"]))
 
 
 @dataclass(frozen=True)

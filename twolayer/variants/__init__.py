@@ -9,6 +9,7 @@ from twolayer.devices import device_absent_reason
 from twolayer.flops import PHASES
 from twolayer.problem import Init, Problem, sgd_rate_scale
 from twolayer.variants.cuda_graph import CudaGraph
+from twolayer.variants.ddp import DDP
 from twolayer.variants.jax_jit import JaxJit, jax_absent_reason
 from twolayer.variants.module_linear import ModuleLinear
 from twolayer.variants.module_params import ModuleParams
@@ -45,6 +46,9 @@ class VariantInfo:
     absent_reason: Callable[[str], str | None] | None = None  # why it cannot run on a device here
     compiles: bool = False  # compiles per graph (seconds): left out of --quick unless named
     library: Literal["torch", "numpy", "jax"] = "torch"  # whose ops it runs: aten ops are counted for torch only
+    # One process per rank, joined by torch.distributed: timed at each `--world-size`, never counted
+    # (its collectives run on the backend's own threads).
+    distributed: bool = False
 
 
 VARIANTS: dict[str, VariantInfo] = {
@@ -79,6 +83,8 @@ VARIANTS: dict[str, VariantInfo] = {
         VariantInfo("torch_compile_graphs", "方案二", "torch.compile reduce-overhead: inductor's CUDA graphs",
                     TorchCompileGraphs, ("cuda",), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
                     phases=("forward", "iteration"), compiles=True),
+        VariantInfo("ddp", "方案七", "nn.Sequential + SGD in DistributedDataParallel, the batch split across ranks",
+                    DDP, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond", distributed=True),
         VariantInfo("jax_jit", "方案一", "jax.jit forward (vjp), pullback and update; optional extra jax",
                     JaxJit, ("cpu", "cuda"), "float32", 1e-6, "sgd", "sum", "normal", origin="beyond",
                     absent_reason=jax_absent_reason, compiles=True, library="jax"),
@@ -110,12 +116,16 @@ def resolve(name: str, problem: Problem) -> Problem:
     return problem.with_defaults(info.default_dtype, info.learning_rate * scale)
 
 
-def build(name: str, problem: Problem, device: str = "cpu") -> Variant:
-    """A fresh variant at its initial weights, ready for `forward()`."""
+def build(name: str, problem: Problem, device: str = "cpu", scaling: str = "strong") -> Variant:
+    """A fresh variant at its initial weights, ready for `forward()`. `scaling` (strong or weak) is
+    for a distributed variant only."""
     reason = device_problem(name, device)
     if reason is not None:
         raise ValueError(reason)
-    return variant_info(name).factory(resolve(name, problem), device)
+    info = variant_info(name)
+    if info.distributed:
+        return info.factory(resolve(name, problem), device, scaling)
+    return info.factory(resolve(name, problem), device)
 
 
 __all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "iteration_of", "resolve", "run_iteration",

@@ -12,12 +12,19 @@ not scaled: each rank does the single-process work, and the global batch grows w
 `backward` includes the gradient all-reduce, which DDP overlaps with the backward pass.
 
 The process group must exist before the variant is built: `torchrun` (or `twolayer run --world-size`)
-makes it from the environment; where none exists, a world of one is made in this process (gloo on
-cpu, NCCL on cuda, an in-memory store), so that the variant also runs, and is timed, alone.
+makes it from the environment (`join_from_environment`); where none exists, a world of one is made in
+this process (gloo on cpu, NCCL on cuda, an in-memory store), so that the variant also runs, and is
+timed, alone.
+
+`group` and `shard` serve the estimate of communication (`comm_s`): a rank's "solo" twin runs DDP
+over a group of its own rank only, on the same rows its rank holds in the whole world, so that its
+backward does the same compute with no peer to exchange gradients with.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from typing import Literal
 
 import numpy as np
@@ -37,10 +44,69 @@ def backend_for(device: str) -> str:
     return "nccl" if device == "cuda" else "gloo"
 
 
+DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0  # a rank that died or hung fails the others' collectives after this
+
+
 def ensure_process_group(device: str) -> None:
     """A world of one in this process where no process group exists yet."""
     if not dist.is_initialized():
         dist.init_process_group(backend_for(device), store=dist.HashStore(), rank=0, world_size=1)
+
+
+def leave_world_of_one() -> None:
+    """Take down the world of one `ensure_process_group` made, once no DDP is left: a DDP freed
+    after its group was destroyed holds the group's last reference, and gloo's destructor then
+    joins its threads, now and then forever (seen once in the full test suite). So the caller
+    drops its DDPs first, and unreachable ones are collected here."""
+    import gc
+
+    gc.collect()
+    if dist.is_initialized() and dist.get_world_size() == 1:
+        dist.destroy_process_group()
+
+
+def launched_world_size() -> int:
+    """The world size `torchrun` (or `twolayer run --world-size`) gave this process; 1 when none."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_from_environment(devices: set[str], timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> None:
+    """Join the job `torchrun` describes in the environment (`MASTER_ADDR`, `RANK`, `WORLD_SIZE`, ...),
+    gloo for cpu tensors and NCCL for cuda ones; a collective that waits longer than `timeout_s` for
+    a peer fails (a rank that died or hung), rather than hanging the job."""
+    if dist.is_initialized() or "RANK" not in os.environ:
+        return
+    backend = "cpu:gloo,cuda:nccl" if "cuda" in devices else "gloo"
+    if "cuda" in devices:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
+    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+
+
+def rank_threads(cores: int | None = None) -> int:
+    """Threads per rank by default: the cores divided among the ranks on this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or os.cpu_count() or 1) // local)
+
+
+def rank_zeros(value):
+    """Rank 0's `value` on every rank (a collective): what rank 0 decides, every rank does."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+_solo_groups: dict[int, object] = {}
+
+
+def solo_group() -> object:
+    """A process group of this rank alone (made, collectively, once per process: every rank must
+    ask for it at the same point of the benchmark sequence)."""
+    if not _solo_groups:
+        own, _ = dist.new_subgroups(group_size=1)
+        _solo_groups[0] = own
+    return _solo_groups[0]
 
 
 def shard(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
@@ -60,12 +126,16 @@ def rank_data(problem: Problem, rank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DDP:
-    def __init__(self, problem: Problem, device: str = "cpu", scaling: Scaling = "strong") -> None:
+    def __init__(self, problem: Problem, device: str = "cpu", scaling: Scaling = "strong", group=None,
+                 shard_of: tuple[int, int] | None = None) -> None:
+        """`group`: the process group DDP all-reduces over (the default one when None); `shard_of`:
+        (rank, world size) whose rows to take, when they are not the group's own (the solo twin)."""
+        if scaling not in ("strong", "weak"):
+            raise ValueError(f"scaling must be strong or weak, got {scaling!r}")
         ensure_process_group(device)
-        self.device, self.scaling = device, scaling
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        if device == "cuda":
-            torch.cuda.set_device(self.rank % torch.cuda.device_count())
+        self.device, self.scaling, self.group = device, scaling, group
+        self.rank, self.world_size = shard_of or (dist.get_rank(group), dist.get_world_size(group))
+        self.group_size = dist.get_world_size(group)
         if scaling == "strong":
             data = make_data(problem)
             x, y = shard(data.x, self.rank, self.world_size), shard(data.y, self.rank, self.world_size)
@@ -80,7 +150,8 @@ class DDP:
         ).to(device=device, dtype=torch_dtype(problem.dtype))
         load_linear(model[0], weights.w1)
         load_linear(model[2], weights.w2)
-        self.model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
+        self.model = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+                                             process_group=group)
         self.loss_fn = nn.MSELoss(reduction="sum")
         # DDP averages over the ranks; a sum over the global batch needs the ranks' sum
         self.loss_scale = float(self.world_size) if scaling == "strong" else 1.0
@@ -102,8 +173,8 @@ class DDP:
         """The loss of the whole batch (strong) or of this rank's (weak): a collective, so every
         rank must call it."""
         total = self._shard_loss.detach().clone()
-        if self.scaling == "strong":
-            dist.all_reduce(total)
+        if self.scaling == "strong" and self.group_size > 1:
+            dist.all_reduce(total, group=self.group)
         return total.item()
 
     def gradients(self) -> dict[str, np.ndarray]:

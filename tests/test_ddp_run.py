@@ -1,0 +1,238 @@
+"""`twolayer run` with the distributed variant: ranks launched per world size, rank 0's results
+merged into one run, `comm_s` and the report's section, and the faults: bad options in one line, a
+killed or hung rank failing the run within a bounded time, naming the rank, leaving no process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from one_line import assert_one_line, our_lines
+from synthetic_runs import bench, constant, write_run
+
+from twolayer.cli import main
+from twolayer.ddp_launch import failure_line
+from twolayer.environment import PROJECT_ROOT
+from twolayer.rank_pytest import rank_arguments
+from twolayer.results import load_runs
+
+SIZE = "16x50x20x5"  # small, and stable under plain SGD for the thousands of iterations a timing runs
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "numpy_manual", "--world-size", "2"], "--world-size applies to the distributed variants"),
+    (["--variants", "ddp", "--world-size", "0"], "expected a positive integer, got '0'"),
+    (["--variants", "ddp", "--world-size", "2", "--sizes", "15x50x20x5"],
+     "N=15 rows cannot be split evenly across 2 ranks"),
+    (["--variants", "ddp", "--scaling", "sideways"], "invalid choice: 'sideways'"),
+    (["--variants", "ddp", "--collective-timeout-s", "0"], "expected a finite positive number"),
+])
+def test_bad_distributed_options_are_one_line_and_write_nothing(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path / "out"), *argv)
+    assert code == 2
+    assert_one_line(err, message)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_under_torchrun_the_world_size_is_torchruns(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "ddp", "--world-size", "2")
+    assert code == 2
+    assert_one_line(err, "under torchrun the world size is torchrun's (WORLD_SIZE=2)")
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "ddp,torch_manual")
+    assert code == 2
+    assert_one_line(err, "under torchrun only the distributed variants run; leave out torch_manual")
+
+
+def test_ddp_is_not_counted(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "count", "--variants", "ddp", "--out", str(tmp_path), "--metrics", "aten_ops")
+    assert code == 2
+    assert_one_line(err, "ddp is not counted")
+
+
+def test_only_rank_zero_writes_the_json_and_every_rank_stops_at_its_first_failure():
+    args = ["bench/test_phases.py", "--benchmark-json=/x.json", "-p", "twolayer.outcomes", "--tl-passed-file=/p"]
+    assert rank_arguments(list(args), 0) == [*args, "-x"]
+    assert rank_arguments(list(args), 1) == ["bench/test_phases.py", "-x"]
+
+
+def failure(exitcode, timestamp):
+    return SimpleNamespace(exitcode=exitcode, timestamp=timestamp)
+
+
+def test_the_failure_line_names_the_rank_that_failed_not_those_stopped_after_it(tmp_path):
+    line = failure_line({0: failure(-signal.SIGTERM, 10.0), 1: failure(-signal.SIGKILL, 10.0)}, 2, tmp_path)
+    assert line.startswith("twolayer run: rank 1 of 2 failed (killed by SIGKILL)")
+    (tmp_path / "rank-1.error").write_text("test_phase[x]: RuntimeError: boom")
+    line = failure_line({0: failure(-signal.SIGTERM, 9.0), 1: failure(1, 10.0)}, 2, tmp_path)
+    assert line.startswith("twolayer run: rank 1 of 2 failed (exit code 1): test_phase[x]: RuntimeError: boom")
+
+
+def test_a_collective_timeout_names_the_ranks_that_went_silent(tmp_path):
+    (tmp_path / "rank-0.error").write_text("test_phase[x]: RuntimeError: Timed out waiting 5000ms for recv")
+    line = failure_line({0: failure(1, 10.0), 2: failure(-signal.SIGKILL, 12.0)}, 3, tmp_path)
+    assert line.startswith("twolayer run: rank(s) 1, 2 of 3 hung or died: rank 0 timed out waiting for them")
+
+
+def test_world_size_scaling_and_comm_s_in_the_tidy_table(tmp_path):
+    backward = bench("ddp", "backward", constant(300e-6))
+    backward["extra_info"] |= {"world_size": 2, "scaling": "strong", "solo_s": constant(200e-6, rounds=7)}
+    forward = bench("ddp", "forward", constant(100e-6))
+    forward["extra_info"] |= {"world_size": 2, "scaling": "strong"}
+    alone = bench("ddp", "backward", constant(150e-6))
+    alone["extra_info"] |= {"world_size": 1, "scaling": "strong"}
+    old = bench("nn_sequential_optim", "backward", constant(250e-6))  # a row from before world sizes existed
+    table = load_runs([write_run(tmp_path / "run.json", [backward, forward, alone, old])]).set_index(
+        ["variant", "phase", "world_size"])
+    assert table.loc[("ddp", "backward", 2), "comm_s"] == pytest.approx(100e-6)
+    assert np.isnan(table.loc[("ddp", "forward", 2), "comm_s"])
+    assert np.isnan(table.loc[("ddp", "backward", 1), "comm_s"])  # a world of one has no peers
+    assert table.loc[("nn_sequential_optim", "backward", 1), "scaling"] == ""
+    assert set(table["scaling"]) == {"strong", ""}
+
+
+def marked(mark: str) -> list[tuple[int, dict]]:
+    """The processes carrying `mark` in their environment (this test's run and its ranks), with it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        env = dict(item.decode(errors="replace").split("=", 1) for item in environ if b"=" in item)
+        if env.get("TWOLAYER_TEST_MARK") == mark:
+            found.append((int(entry.name), env))
+    return found
+
+
+def start_run(tmp_path: Path, *argv: str) -> tuple[subprocess.Popen, str]:
+    mark = uuid.uuid4().hex
+    env = {**os.environ, "TWOLAYER_TEST_MARK": mark, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "twolayer", "run", "--out", str(tmp_path / "out"), "--no-peak",
+                                "--devices", "cpu", "--sizes", SIZE, "--threads", "1", *argv],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, mark
+
+
+def rank_process(mark: str, rank: int, within_s: float = 60.0) -> int:
+    """The pid of rank `rank` of the run marked `mark`, once its pytest session is under way."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        for pid, env in marked(mark):
+            if env.get("RANK") == str(rank) and b"rank_pytest" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                time.sleep(3.0)  # into its benchmarks: the ranks are joined and timing
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"rank {rank} never started")
+
+
+def finish(process: subprocess.Popen, within_s: float) -> tuple[int, str, float]:
+    start = time.monotonic()
+    try:
+        _, err = process.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"the run did not end within {within_s} s of the fault") from None
+    return process.returncode, err, time.monotonic() - start
+
+
+def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--devices", "cpu", "--sizes", SIZE,
+                             "--variants", "ddp,nn_sequential_optim", "--world-size", "1,2", "--threads", "1",
+                             "--no-peak")
+    assert code == 0, err
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert not list(run_dir.glob("ranks-*")), "the ranks' logs are left behind"
+    summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    ddp = summary[summary["variant"] == "ddp"].set_index(["world_size", "phase"])
+    assert sorted(set(ddp.index)) == sorted((w, p) for w in (1, 2) for p in ("forward", "backward", "step",
+                                                                             "iteration"))
+    assert set(ddp["scaling"]) == {"strong"} and set(ddp["torch_threads"]) == {1}
+    assert np.isfinite(ddp.loc[(2, "backward"), "comm_s"])
+    assert ddp["comm_s"].notna().sum() == 1  # backward at world size 2 only
+    twin = summary[summary["variant"] == "nn_sequential_optim"]
+    assert set(twin["world_size"]) == {1} and twin["scaling"].isna().all()
+    assert (summary["variant"] == "harness_empty").sum() == 1  # the harness's rows once, from this process
+    report = (run_dir / "report.md").read_text()
+    assert "## Data parallelism (ddp)" in report and "| ddp-w2 |" in report
+    assert (run_dir / "world_size.png").stat().st_size > 0
+    assert not marked_children()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def marked_children() -> list[int]:
+    """Processes of twolayer's still running below this test process (none, once a run has ended)."""
+    ours, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            is_twolayer = b"twolayer" in (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ancestor = parent_of(pid)
+        while is_twolayer and ancestor not in (None, 0, 1, ours):
+            ancestor = parent_of(ancestor)
+        if is_twolayer and ancestor == ours:
+            found.append(pid)
+    return found
+
+
+def test_a_killed_rank_fails_the_run_at_once_naming_it_and_leaves_nothing(tmp_path):
+    timeout_s = 20
+    process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
+                              "--collective-timeout-s", str(timeout_s))
+    os.kill(rank_process(mark, 1), signal.SIGKILL)
+    code, err, took = finish(process, timeout_s + 10)
+    assert code == 1
+    assert_one_line(err, "rank 1 of 2 failed (killed by SIGKILL)")
+    assert not marked(mark), "processes of the run are left"
+    assert not (tmp_path / "out").exists() or not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+
+
+def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_path):
+    """SIGSTOP: the rank neither answers nor dies. Its peer's collective times out; the launcher
+    stops the rest (a stopped rank takes its SIGKILL after torch's 30 s of grace)."""
+    timeout_s = 5
+    process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
+                              "--collective-timeout-s", str(timeout_s))
+    hung = rank_process(mark, 1)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        code, err, took = finish(process, timeout_s + 45)
+    finally:
+        if any(pid == hung for pid, _ in marked(mark)):
+            os.kill(hung, signal.SIGKILL)
+    assert code == 1
+    lines = our_lines(err)
+    assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them" in lines[0], err
+    assert not marked(mark), "processes of the run are left"
