@@ -236,3 +236,20 @@ def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_pa
     lines = our_lines(err)
     assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them" in lines[0], err
     assert not marked(mark), "processes of the run are left"
+
+
+def test_under_torchrun_each_rank_runs_the_suite_and_rank_zero_alone_keeps_it(tmp_path):
+    """The README's multi-machine command, on one machine: `torchrun ... -m twolayer run`."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "twolayer", "run", "--variants", "ddp", "--quick", "--devices", "cpu", "--sizes", SIZE,
+                           "--phases", "backward,iteration", "--no-peak", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1: done; rank 0 writes the results" in done.stdout
+    runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs  # rank 1's scratch directory is gone
+    summary = pd.read_csv(runs[0] / "summary.csv")
+    ddp = summary[summary["variant"] == "ddp"]
+    assert sorted(ddp["phase"]) == ["backward", "iteration"] and set(ddp["world_size"]) == {2}
+    assert set(ddp["torch_threads"]) == {max(1, (os.cpu_count() or 1) // 2)}  # the cores shared by two ranks

@@ -257,6 +257,18 @@ def run_suite(options: RunOptions) -> Path | None:
     if under_torchrun():  # one rank of a torchrun job: its distributed variants, no retiming (ranks would disagree)
         ranked_names = ",".join(name for name, info in VARIANTS.items() if info.distributed)
         options = replace(options, variants=options.variants or ranked_names, retimes=0)
+        if int(os.environ["RANK"]) != 0:  # rank 0 keeps the results; the others work in a scratch directory
+            scratch = Path(tempfile.mkdtemp(prefix=f"twolayer-rank{os.environ['RANK']}-"))
+            try:
+                run_in(replace(options, out=scratch, peak=False))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return None
+    return run_in(options)
+
+
+def run_in(options: RunOptions) -> Path | None:
+    """`run_suite` once the options are this process's own."""
     cases = check_options(options)
     local, local_tests, ranked = split_selection(options, cases)
     options.out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +288,7 @@ def run_suite(options: RunOptions) -> Path | None:
                 raise RunInterrupted(None, 0) from None
         result = run_local(local, local_tests, partial, run_id, peak_path, quiet_canary_s)
         if result is None:
-            return None  # a rank other than 0 under torchrun
+            return None  # a rank other than 0 under torchrun: it saved nothing
         retime_disturbed(result, local, partial, run_id, peak_path, quiet_canary_s,
                          lambda args: run_pytest([sys.executable, "-m", "pytest", *args]).returncode)
         for world_size in (options.world_sizes or ()) if ranked is not None else ():
