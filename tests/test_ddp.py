@@ -30,13 +30,15 @@ from twolayer.variants.ddp import DDP
 store, rank, world, out, scaling = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
 variant = DDP(resolve("nn_sequential_optim", Problem(**json.loads(sys.argv[6]))), "cpu", scaling)
+from twolayer.variants.ddp import rank_zeros
+decided = rank_zeros({"rounds": 100 + rank})  # what rank 0 decides (a round plan), every rank does
 variant.forward(); variant.backward()
 gradients = {k: v.tolist() for k, v in variant.gradients().items()}
 losses = [variant.loss()]
 variant.step()
 for _ in range(%d - 1):
     variant.forward(); losses.append(variant.loss()); variant.backward(); variant.step()
-json.dump({"gradients": gradients, "losses": losses}, open(out, "w"))
+json.dump({"gradients": gradients, "losses": losses, "decided": decided}, open(out, "w"))
 dist.barrier()  # neither rank tears gloo down while the other still talks to it
 dist.destroy_process_group()
 sys.stdout.flush()
@@ -86,6 +88,7 @@ def test_world_size_two_equals_the_full_batch_in_float64(tmp_path):
             assert np.abs(actual - expected).max() <= 1e-9 * np.abs(expected).max(), name
         worst = max(abs(a - b) / abs(b) for a, b in zip(result["losses"], losses))
         assert worst < 1e-9, f"rank trajectory drifts from nn_sequential_optim by {worst:.2e}"
+        assert result["decided"] == {"rounds": 100}
 
 
 def test_a_world_of_one_is_made_where_none_exists():

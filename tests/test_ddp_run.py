@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,9 +160,22 @@ def finish(process: subprocess.Popen, within_s: float) -> tuple[int, str, float]
 
 
 def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--devices", "cpu", "--sizes", SIZE,
-                             "--variants", "ddp,nn_sequential_optim", "--world-size", "1,2", "--threads", "1",
-                             "--no-peak")
+    taken = []
+    for port in (29400, 29500):  # torchrun's default ports, taken: the ranks meet on one the system picks
+        listener = socket.socket()
+        try:
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+            taken.append(listener)
+        except OSError:
+            listener.close()  # taken already
+    try:
+        code, out, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--devices", "cpu", "--sizes", SIZE,
+                                 "--variants", "ddp,nn_sequential_optim", "--world-size", "1,2", "--threads", "1",
+                                 "--no-peak")
+    finally:
+        for listener in taken:
+            listener.close()
     assert code == 0, err
     run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
     assert not list(run_dir.glob("ranks-*")), "the ranks' logs are left behind"
