@@ -267,3 +267,16 @@ def test_under_torchrun_each_rank_runs_the_suite_and_rank_zero_alone_keeps_it(tm
     ddp = summary[summary["variant"] == "ddp"]
     assert sorted(ddp["phase"]) == ["backward", "iteration"] and set(ddp["world_size"]) == {2}
     assert set(ddp["torch_threads"]) == {max(1, (os.cpu_count() or 1) // 2)}  # the cores shared by two ranks
+
+
+def test_ddp_on_cuda_needs_a_gpu_per_rank(monkeypatch):
+    from twolayer.cases import ranks_problem
+    from twolayer.problem import Problem
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert ranks_problem(Problem(), "cuda", 2, "strong") == "ddp on cuda needs a GPU per rank: 2 ranks here, 1 GPU(s)"
+    assert ranks_problem(Problem(), "cuda", 1, "strong") is None
+    assert ranks_problem(Problem(), "cpu", 2, "strong") is None
+    assert ranks_problem(Problem(n=63), "cpu", 2, "weak") is None  # weak scaling splits nothing
