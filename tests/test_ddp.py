@@ -99,7 +99,7 @@ def test_a_world_of_one_is_made_where_none_exists():
     assert not dist.is_initialized()
     try:
         variant = DDP(resolve("nn_sequential_optim", Problem(**PROBLEM)), "cpu")
-        assert (dist.get_world_size(), dist.get_backend()) == (1, "gloo")
+        assert dist.get_world_size() == 1 and "gloo" in dist.get_backend()  # with NCCL beside it where a GPU is
         gradients, losses = reference()
         variant.forward()
         assert variant.loss() == pytest.approx(losses[0], rel=1e-12)

@@ -12,7 +12,16 @@ import pytest
 
 from twolayer.cli import main
 from twolayer.environment import PROJECT_ROOT
-from twolayer.gate import GateError, GateOptions, Pairs, Processes, gate_case, matched_cases, request_all
+from twolayer.gate import (
+    GateError,
+    GateOptions,
+    Pairs,
+    Processes,
+    gate_case,
+    matched_cases,
+    request_all,
+    undistributed,
+)
 from twolayer.gate_worker import Worker, serve
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
@@ -217,6 +226,12 @@ def test_cases_are_matched_by_what_they_time_not_by_test_id():
     skipped = {**CASE, "id": "s", "variant": "cuda_graph", "skip": "cuda is not available"}
     both, base_only, new_only = matched_cases([renamed, only_base, skipped], [CASE, skipped])
     assert both == [{**CASE, "base_id": "old-id"}] and base_only == [only_base] and new_only == []
+
+
+def test_a_default_selection_leaves_the_distributed_variants_out():
+    ddp = {**CASE, "id": "d", "variant": "ddp", "world_size": 1, "scaling": "strong"}
+    unknown = {**CASE, "id": "u", "variant": "from_a_newer_commit"}
+    assert undistributed([CASE, ddp, unknown]) == [CASE, unknown]
 
 
 def converse(*requests):

@@ -47,10 +47,18 @@ def backend_for(device: str) -> str:
 DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0  # a rank that died or hung fails the others' collectives after this
 
 
+def world_backend(device: str) -> str:
+    """One group for both devices where a GPU is (gloo for cpu tensors, NCCL for cuda ones), so
+    that ddp on cuda and on cpu can follow each other in one process, in either order."""
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return backend_for(device)
+
+
 def ensure_process_group(device: str) -> None:
     """A world of one in this process where no process group exists yet."""
     if not dist.is_initialized():
-        dist.init_process_group(backend_for(device), store=dist.HashStore(), rank=0, world_size=1)
+        dist.init_process_group(world_backend(device), store=dist.HashStore(), rank=0, world_size=1)
 
 
 def leave_world_of_one() -> None:
@@ -76,7 +84,7 @@ def join_from_environment(devices: set[str], timeout_s: float = DEFAULT_COLLECTI
     a peer fails (a rank that died or hung), rather than hanging the job."""
     if dist.is_initialized() or "RANK" not in os.environ:
         return
-    backend = "cpu:gloo,cuda:nccl" if "cuda" in devices else "gloo"
+    backend = world_backend("cuda") if "cuda" in devices else "gloo"
     if "cuda" in devices:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
     dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
