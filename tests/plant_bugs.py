@@ -68,6 +68,10 @@ PLANTS = [
           ("twolayer/timing.py", "per_round = max(min(samples[1:]), 1e-9)", "per_round = max(min(samples), 1e-9)")),
     plant("device-time-without-lead", "device time no longer queues the spinning lead before the start event",
           ("twolayer/device_time.py", "        stream.sleep(lead_cycles)\n        start.record()", "        start.record()")),
+    plant("backward-sums-stale-gradients", "backward's setup runs a whole iteration again, summing into the last "
+          "timed backward's gradients",
+          ("twolayer/phases.py", "        if backward_rounds:\n            variant.step()\n        else:\n"
+           "            whole_iteration()\n", "        whole_iteration()\n")),
     plant("history-in-file-order", "history orders commits as the files came, not by commit time",
           ("twolayer/history.py", '.drop_duplicates("commit").sort_values(["commit_time", "commit"])',
            '.drop_duplicates("commit")')),
