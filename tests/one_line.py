@@ -1,6 +1,17 @@
 """The one-line rule for a failing command: one line of ours on stderr, whatever libraries print."""
 
 from twolayer.chatter import is_library_chatter
+from twolayer.cli import main
+
+
+def run_cli(capsys, *argv):
+    """`twolayer ARGV` in this process: its exit code, stdout and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def our_lines(err: str) -> list[str]:

@@ -70,7 +70,7 @@ PLANTS = [
           ("twolayer/device_time.py", "        stream.sleep(lead_cycles)\n        start.record()", "        start.record()")),
     plant("backward-sums-stale-gradients", "backward's setup runs a whole iteration again, summing into the last "
           "timed backward's gradients",
-          ("twolayer/phases.py", "        if backward_rounds:\n            variant.step()\n        else:\n"
+          ("twolayer/phases.py", "        if timed_backward_before:\n            variant.step()\n        else:\n"
            "            whole_iteration()\n", "        whole_iteration()\n")),
     plant("history-in-file-order", "history orders commits as the files came, not by commit time",
           ("twolayer/history.py", '.drop_duplicates("commit").sort_values(["commit_time", "commit"])',

@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from one_line import assert_one_line, our_lines
+from one_line import assert_one_line, our_lines, run_cli
 from synthetic_runs import bench, constant, write_run
 
 from twolayer import run as run_module
-from twolayer.cli import main
 from twolayer.devices import device_absent_reason
 from twolayer.environment import PROJECT_ROOT
 from twolayer.flops import phase_flops
@@ -21,16 +20,6 @@ from twolayer.hardware import cpu_identity, hardware_identity, hardware_key
 from twolayer.problem import Problem
 from twolayer.run import RESULT_FILE, SuiteOutcome, keep_finished, new_run_id
 from twolayer.variants import VARIANTS
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 BAD_OPTIONS = [
     (["--variants", "numpy_manual,no_such"], "unknown variant 'no_such'; choose from numpy_manual"),

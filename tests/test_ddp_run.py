@@ -17,25 +17,15 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from one_line import assert_one_line, our_lines
+from one_line import assert_one_line, our_lines, run_cli
 from synthetic_runs import bench, constant, write_run
 
-from twolayer.cli import main
 from twolayer.ddp_launch import failure_line
 from twolayer.environment import PROJECT_ROOT
 from twolayer.rank_pytest import rank_arguments
 from twolayer.results import load_runs
 
 SIZE = "16x50x20x5"  # small, and stable under plain SGD for the thousands of iterations a timing runs
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -159,7 +149,9 @@ def finish(process: subprocess.Popen, within_s: float) -> tuple[int, str, float]
     return process.returncode, err, time.monotonic() - start
 
 
-def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, tmp_path):
+def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, tmp_path, monkeypatch):
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("TWOLAYER_TEST_MARK", mark)  # inherited by the launcher and the ranks
     taken = []
     for port in (29400, 29500):  # torchrun's default ports, taken: the ranks meet on one the system picks
         listener = socket.socket()
@@ -192,33 +184,7 @@ def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, t
     report = (run_dir / "report.md").read_text()
     assert "## Data parallelism (ddp)" in report and "| ddp-w2 |" in report
     assert (run_dir / "world_size.png").stat().st_size > 0
-    assert not marked_children()
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def marked_children() -> list[int]:
-    """Processes of twolayer's still running below this test process (none, once a run has ended)."""
-    ours, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            is_twolayer = b"twolayer" in (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ancestor = parent_of(pid)
-        while is_twolayer and ancestor not in (None, 0, 1, ours):
-            ancestor = parent_of(ancestor)
-        if is_twolayer and ancestor == ours:
-            found.append(pid)
-    return found
+    assert [pid for pid, _ in marked(mark) if pid != os.getpid()] == [], "processes of the run are left"
 
 
 def test_a_killed_rank_fails_the_run_at_once_naming_it_and_leaves_nothing(tmp_path):

@@ -51,17 +51,18 @@ def phase_call(variant: Variant, phase: str) -> PhaseCall:
         whole_iteration()
         synchronize()
 
-    backward_rounds = []
+    timed_backward_before = False  # a timed backward's gradients wait for the loop's step
 
     def before_backward() -> None:
         """Autograd frees its graph in backward: each round needs a fresh forward. The gradients of
         the last timed backward are the loop's next step's: applied (and zeroed) here, as the loop
         would, rather than summed into by another backward. Each setup precedes its timed call."""
-        if backward_rounds:
+        nonlocal timed_backward_before
+        if timed_backward_before:
             variant.step()
         else:
             whole_iteration()
-        backward_rounds.append(None)
+        timed_backward_before = True
         variant.forward()
         synchronize()
 

@@ -23,6 +23,7 @@ backward does the same compute with no peer to exchange gradients with.
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import timedelta
 from typing import Literal
@@ -105,16 +106,12 @@ def rank_zeros(value):
     return box[0]
 
 
-_solo_groups: dict[int, object] = {}
-
-
+@functools.cache
 def solo_group() -> object:
     """A process group of this rank alone (made, collectively, once per process: every rank must
     ask for it at the same point of the benchmark sequence)."""
-    if not _solo_groups:
-        own, _ = dist.new_subgroups(group_size=1)
-        _solo_groups[0] = own
-    return _solo_groups[0]
+    own, _ = dist.new_subgroups(group_size=1)
+    return own
 
 
 def shard(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
