@@ -3,6 +3,7 @@ offset, a real slowdown), the worker's protocol, and one real gate of this check
 
 import io
 import json
+import random
 import subprocess
 import sys
 
@@ -268,6 +269,21 @@ def test_the_worker_protocol_times_one_call_per_round_with_setup_untimed():
     assert not unknown_metric["ok"] and "unknown metric 'instructions'" in unknown_metric["error"]
     assert not unknown_case["ok"] and "unknown or unprepared case 'nope'" in unknown_case["error"]
     assert not unknown_op["ok"] and "unknown op 'fly'" in unknown_op["error"]
+
+
+def test_each_build_lands_at_a_new_offset_within_a_cache_line_too():
+    """Where an array starts within a cache line moved numpy `step` 2x on an AVX-512 machine: the
+    heap shift between builds must reach every 16-byte offset, not whole cache lines only."""
+    worker = Worker(clock=iter(np.arange(0, 1e6, 0.5)).__next__)
+    worker.rng = random.Random(7)
+    case = "cpu-step-float32-8x16x8x2-numpy_manual"
+    worker.select({"variants": "numpy_manual", "devices": "cpu", "phases": "step", "sizes": "8x16x8x2"})
+    shifts = []
+    for instance in range(32):
+        worker.prepare({"case": case, "instance": instance})
+        shifts.append(len(worker.padding))
+    assert {shift % 64 for shift in shifts} == {0, 16, 32, 48}
+    assert all(shift % 16 == 0 for shift in shifts) and len(set(shifts)) > 16
 
 
 def test_a_real_gate_of_this_checkout_against_itself(tmp_path, capsys):
