@@ -34,11 +34,12 @@ commits. Each `prepare` therefore builds the benchmark afresh after a random-siz
 allocation that shifts the heap, and the driver takes a few pairs from each of many instances:
 layout effects then average out, and the interval over instances covers what is left.
 
-The shift moves in malloc's 16-byte steps, not in cache lines. On an AVX-512 Xeon (2026-11-30)
-numpy_manual's `step` took 54-74 us where `w1` began on a 64-byte boundary and 122-157 us where it
-did not, a 2x that 64-byte steps can never change: every instance of a process kept its first
-build's offset within a cache line, so a process was fast or slow for life, and one timing of
-identical code on both sides read numpy_fused `step` as 0.52 (`faster`).
+The shift moves in malloc's 16-byte steps, not in cache lines, so that what a variant allocates
+as it runs takes every offset within a cache line. On an AVX-512 Xeon (2026-11-30) numpy_manual's
+`step` took 54-74 us where `w1` began on a 64-byte boundary and 122-157 us where it did not; with
+64-byte steps every instance of a process kept its first build's offset, each process was fast or
+slow for life, and one timing of identical code read numpy_fused `step` as 0.52 (`faster`). The
+arrays the harness makes now begin on a boundary (`twolayer.alignment`), which settles `w1`.
 """
 
 from __future__ import annotations
