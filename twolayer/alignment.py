@@ -27,9 +27,10 @@ def empty_aligned(shape: tuple[int, ...] | int, dtype: np.dtype | type | str) ->
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def aligned_copy(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of `array` on an `ALIGNMENT_BYTES` boundary."""
-    out = empty_aligned(array.shape, array.dtype)
+def aligned_copy(array: np.ndarray, dtype: np.dtype | type | str | None = None) -> np.ndarray:
+    """A C-contiguous copy of `array` on an `ALIGNMENT_BYTES` boundary, cast to `dtype` as
+    `astype` casts (one copy, not a cast and then a copy)."""
+    out = empty_aligned(array.shape, array.dtype if dtype is None else dtype)
     out[...] = array
     return out
 

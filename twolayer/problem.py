@@ -117,7 +117,7 @@ def make_data(problem: Problem) -> Data:
     dtype = _resolved_dtype(problem)
     x = rng.standard_normal((problem.n, problem.d_in))
     y = rng.standard_normal((problem.n, problem.d_out))
-    return Data(x=aligned_copy(x.astype(dtype)), y=aligned_copy(y.astype(dtype)))
+    return Data(x=aligned_copy(x, dtype), y=aligned_copy(y, dtype))
 
 
 def make_weights(problem: Problem, init: Init = "normal") -> Weights:
@@ -144,4 +144,4 @@ def make_weights(problem: Problem, init: Init = "normal") -> Weights:
     bias_rng = np.random.default_rng([problem.seed, 2])
     b1 = bias_rng.uniform(-1.0, 1.0, problem.hidden) / math.sqrt(problem.d_in)
     b2 = bias_rng.uniform(-1.0, 1.0, problem.d_out) / math.sqrt(problem.hidden)
-    return Weights(*(aligned_copy(a.astype(dtype)) for a in (w1, w2, b1, b2)))
+    return Weights(*(aligned_copy(a, dtype) for a in (w1, w2, b1, b2)))
