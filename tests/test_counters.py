@@ -9,6 +9,7 @@ import pytest
 from one_line import assert_one_line
 from synthetic_runs import DATA
 
+from twolayer.cases import plan_cases
 from twolayer.cli import main
 from twolayer.count_worker import EMPTY, count_ops
 from twolayer.counters import (
@@ -25,6 +26,7 @@ from twolayer.counters import (
     framework_overhead,
     read_counters,
 )
+from twolayer.devices import device_absent_reason
 from twolayer.results import load_runs
 
 TINY = "8x16x8x2"  # small enough that Valgrind's share of a CI run stays small
@@ -129,8 +131,6 @@ def test_a_deterministic_verdict_needs_no_interval_but_a_threshold():
 
 
 def test_rows_record_what_was_counted_and_leave_the_rest_empty():
-    from twolayer.cases import plan_cases
-
     cases = plan_cases("torch_manual,numpy_manual", "cpu", "step")
     instructions = {case.id: 1000.0 + index for index, case in enumerate(cases)}
     instructions[f"{EMPTY}/cpu"] = 300.0
@@ -227,9 +227,12 @@ def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
     assert (run_dir / "report.md").is_file() and (run_dir / "summary.csv").is_file()
 
 
-def test_counting_on_cuda_is_refused_in_one_line(tmp_path):
-    with pytest.raises((CountError, ValueError)):
-        count_selection(CountOptions(variants="torch_manual", devices="cuda", out=tmp_path))
+@pytest.mark.skipif(device_absent_reason("cuda") is None, reason="cuda is present here: its counts are tested below")
+def test_counting_cuda_without_a_gpu_is_refused_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "count", "--variants", "torch_manual", "--devices", "cuda",
+                             "--metrics", "aten_ops", "--out", tmp_path)
+    assert code == 2 and "cuda is not available here" in err
+    assert_one_line(err)
     assert not any(tmp_path.iterdir())
 
 
@@ -251,7 +254,7 @@ def test_instructions_under_callgrind_are_per_call_and_see_a_planted_op(tmp_path
     assert "Counters per call" in (run_dir / "report.md").read_text()
     spent = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]["spent"]  # where the time went
     assert spent["instructions_s"] >= spent["import_s"] > 0 and spent["ops_s"] > 0
-    assert EMPTY in spent["benchmarks_s"] and len(spent["benchmarks_s"]) == len(table)  # 6 benchmarks and the empty call
+    assert f"{EMPTY}/cpu" in spent["benchmarks_s"] and len(spent["benchmarks_s"]) == len(table)  # 6 and the empty call
 
 
 @pytest.mark.parametrize("flags, capability, march", [
@@ -283,3 +286,160 @@ def test_a_worker_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_path
         run_worker([sys.executable, "-c", script], "instruction", tmp_path / "log")
     assert "\n" not in str(raised.value)
     assert "illegal instruction" in str(raised.value) and "unhandled instruction bytes: 0x62" in str(raised.value)
+
+
+class ScriptedCall:
+    """A phase call that records its setups and targets; its target runs one real aten op."""
+
+    def __init__(self):
+        import torch
+
+        self.log, self.x = [], torch.ones(2, 2)
+
+    @property
+    def setup(self):
+        return lambda: self.log.append("setup")
+
+    @property
+    def target(self):
+        return lambda: (self.log.append("target"), self.x.mm(self.x))
+
+
+def test_a_cuda_count_runs_each_measure_on_its_own_call_with_its_setup(monkeypatch):
+    """Dispatched ops, the device memory peak and the launches each come from their own call of
+    the phase, each after its setup; launches and kernels from the profiler's events."""
+    import twolayer.device_memory as device_memory
+    import twolayer.launches as launches
+    from twolayer.count_worker import count_on_cuda
+
+    call = ScriptedCall()
+
+    def peak(phase_call):
+        phase_call.setup(), phase_call.target()
+        return 1536
+
+    def profiled(phase_call, device):
+        assert device == "cuda"
+        phase_call.setup(), phase_call.target()
+        return "recorded"
+
+    monkeypatch.setattr(device_memory, "phase_peak_bytes", peak)
+    monkeypatch.setattr(launches, "profiled", profiled)
+    monkeypatch.setattr(launches, "tally_of", lambda recorded: launches.tally(
+        [("cudaLaunchKernel", "cuda_runtime", 0), ("cudaGraphLaunch", "cuda_runtime", 0),
+         ("ampere_sgemm", "kernel", 2000), ("relu", "kernel", 1000), ("copy", "gpu_memcpy", 500)]))
+    counted = count_on_cuda(call, compiled=False, launches_seen=True)
+    assert counted == {"alloc_bytes": 1536, "aten_ops": 1, "launches": 2, "gpu_kernels": 3}
+    assert call.log == ["setup", "target"] * 3
+    call.log.clear()
+    blind = count_on_cuda(call, compiled=False, launches_seen=False)  # no CUPTI: launches left out, not zero
+    assert blind == {"alloc_bytes": 1536, "aten_ops": 1} and call.log == ["setup", "target"] * 2
+
+
+def cuda_cases(variants="torch_manual", phases="forward"):
+    """Cases on cuda, made from cpu ones: what plan_cases returns on a machine with a GPU."""
+    import dataclasses
+
+    return [dataclasses.replace(case, device="cuda") for case in plan_cases(variants, "cpu", phases)]
+
+
+def fake_counting(monkeypatch, cases, cuda_instructions):
+    """count_selection with its two workers scripted: the ops worker counts every case, the
+    callgrind worker each device's cases (cuda's raising `cuda_instructions` if it is an error)."""
+    import twolayer.cases
+    import twolayer.counters as counters
+
+    monkeypatch.setattr(twolayer.cases, "plan_cases", lambda *args, **kwargs: cases)
+    monkeypatch.setattr(counters, "valgrind_version", lambda valgrind: "valgrind-3.19.0")
+    monkeypatch.setattr(counters, "count_ops", lambda plan, work: (
+        {case.id: {"aten_ops": [6, 6], "alloc_bytes": [1024, 1024], "launches": [7, 7] if case.device == "cuda" else None,
+                   "gpu_kernels": [8, 8] if case.device == "cuda" else None, "ops_counted_by": "dispatch_mode"}
+         for case in cases}, None))
+    devices_counted = []
+
+    def instructions(plan_path, work, options, device):
+        devices_counted.append((device, json.loads(plan_path.read_text())["devices"]))
+        if device == "cuda" and isinstance(cuda_instructions, Exception):
+            raise cuda_instructions
+        return ({case.id: 1000.0 for case in cases if case.device == device} | {f"{EMPTY}/{device}": 10.0},
+                {"import_s": 60.0, "benchmarks_s": {f"{EMPTY}/{device}": 1.0}})
+
+    monkeypatch.setattr(counters, "count_instructions", instructions)
+    return devices_counted
+
+
+def test_each_device_is_counted_in_its_own_callgrind_process(tmp_path, monkeypatch):
+    cases = cuda_cases() + plan_cases("torch_manual", "cpu", "forward")
+    devices_counted = fake_counting(monkeypatch, cases, None)
+    run_dir = count_selection(CountOptions(out=tmp_path), progress=lambda line: None)
+    assert devices_counted == [("cpu", "cpu"), ("cuda", "cuda")]
+    table = read_counters(run_dir).set_index(["device", "variant"])
+    assert table.loc[("cuda", "torch_manual"), "launches"] == 7 and table.loc[("cuda", "torch_manual"), "gpu_kernels"] == 8
+    assert pd.isna(table.loc[("cpu", "torch_manual"), "launches"])  # cpu launches nothing: empty, never 0
+    assert table.loc[("cuda", "torch_manual"), "instructions"] == 1000.0
+    record = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]
+    assert record["not_counted"] == {} and record["spent"]["import_s"] == 120.0
+    report = (run_dir / "report.md").read_text()
+    assert "### cuda float32" in report and "forward launches" in report and "forward gpu_kernels" in report
+
+
+def test_cuda_instructions_that_cannot_be_counted_are_left_empty_with_the_reason(tmp_path, monkeypatch):
+    """The CUDA driver may not run under Valgrind: the cpu counts and cuda's other counters stay,
+    cuda's instructions are empty, and counters.json says why."""
+    cases = cuda_cases() + plan_cases("torch_manual", "cpu", "forward")
+    fake_counting(monkeypatch, cases, CountError("the cuda instruction count failed (exit 1): ioctl"))
+    said = []
+    run_dir = count_selection(CountOptions(out=tmp_path), progress=said.append)
+    table = read_counters(run_dir).set_index(["device", "variant", "phase"])
+    assert pd.isna(table.loc[("cuda", "torch_manual", "forward"), "instructions"])
+    assert table.loc[("cuda", "torch_manual", "forward"), "aten_ops"] == 6
+    assert table.loc[("cpu", "torch_manual", "forward"), "instructions"] == 1000.0
+    record = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]
+    assert record["not_counted"] == {"instructions/cuda": "the cuda instruction count failed (exit 1): ioctl"}
+    assert any("cuda: instructions not counted" in line for line in said)
+
+
+def test_a_cpu_count_that_fails_fails_the_whole_count_and_writes_nothing(tmp_path, monkeypatch):
+    import twolayer.counters as counters
+
+    fake_counting(monkeypatch, plan_cases("torch_manual", "cpu", "forward"), None)
+
+    def failing(plan_path, work, options, device):
+        raise CountError("the cpu instruction count failed (exit 1): boom")
+
+    monkeypatch.setattr(counters, "count_instructions", failing)
+    with pytest.raises(CountError, match="boom"):
+        count_selection(CountOptions(out=tmp_path), progress=lambda line: None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_callgrind_process_past_its_time_is_stopped_with_one_line(tmp_path):
+    import sys
+
+    from twolayer.counters import run_worker
+
+    with pytest.raises(CountError, match="did not finish within 0.5 s"):
+        run_worker([sys.executable, "-c", "import time; time.sleep(30)"], "cuda instruction", tmp_path / "log",
+                   timeout_s=0.5)
+
+
+def test_the_valgrind_given_must_exist(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "count", "--variants", "torch_manual", "--valgrind", tmp_path / "no-valgrind",
+                             "--out", tmp_path)
+    assert code == 2 and "not a valgrind that runs here" in err
+    assert_one_line(err)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(device_absent_reason("cuda") is not None, reason=device_absent_reason("cuda") or "")
+def test_cuda_counts_launches_per_idiom():
+    """Eager torch launches a kernel per op or more; a CUDA graph's replay is one launch of many kernels."""
+    plan = {"devices": "cuda", "phases": "iteration", "calls": 2, "warmup": 2}
+    result = count_ops({**plan, "variants": "torch_manual,cuda_graph"})
+    assert result["launches_note"] is None, result["launches_note"]  # CUPTI works: launches are counted
+    counts = {key.split("-")[-1]: value for key, value in result["counts"].items()}
+    manual, graph = counts["torch_manual"], counts["cuda_graph"]
+    assert min(manual["launches"]) >= 10 and min(manual["gpu_kernels"]) >= 10
+    assert manual["aten_ops"][0] >= 20 and min(manual["alloc_bytes"]) > 0
+    assert graph["launches"] == [1, 1] and min(graph["gpu_kernels"]) >= 10  # the replay: one launch
+    assert graph["aten_ops"] == [0, 0]

@@ -15,6 +15,7 @@ import torch
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.chatter import quiet_library_chatter
 from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
+from twolayer.counters import METRICS as COUNTER_METRICS
 from twolayer.counters import CountOptions
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
@@ -120,8 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          retimes=args.retimes, world_sizes=args.world_size, scaling=args.scaling,
                          collective_timeout_s=args.collective_timeout_s)
     counting = None
-    if args.counters:  # the cpu benchmarks of the same selection (counting on cuda is not built yet)
-        counting = count_options(args, Path(args.out), devices="cpu", phases=phases, sizes=sizes, quick=args.quick)
+    if args.counters:  # the same selection (its distributed variants are timed, not counted)
+        counting = count_options(args, Path(args.out), phases=phases, sizes=sizes, quick=args.quick)
     try:
         run_dir = run_suite(options)
         if run_dir is None:  # a rank other than 0 of a torchrun job
@@ -319,9 +320,11 @@ def count_options(args: argparse.Namespace, out: Path, **selection) -> CountOpti
 
     fields = {"variants": args.variants, "devices": args.devices, "phases": args.phases, "dtypes": args.dtypes,
               "sizes": args.sizes, **selection}
-    options = CountOptions(**fields, metrics=parse_metrics(args.metrics), calls=args.calls, out=out)
+    options = CountOptions(**fields, metrics=parse_metrics(args.metrics), calls=args.calls, out=out,
+                           valgrind=args.valgrind, callgrind_timeout_s=args.callgrind_timeout)
     if "instructions" in options.metrics and valgrind_version(options.valgrind) is None:
-        raise UsageError(INSTALL_VALGRIND)
+        raise UsageError(INSTALL_VALGRIND if args.valgrind == "valgrind"
+                         else f"--valgrind {args.valgrind}: not a valgrind that runs here")
     return options
 
 
@@ -391,9 +394,15 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 def add_counting_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None,
-                        help="comma-separated: instructions, aten_ops, alloc_bytes (default: all three)")
+                        help="comma-separated: instructions, aten_ops, alloc_bytes, launches, gpu_kernels "
+                             "(default: all; the last two on cuda only)")
     parser.add_argument("--calls", type=positive_int, default=5,
                         help="counted calls per benchmark; the figure is their mean (default: 5)")
+    parser.add_argument("--valgrind", default="valgrind", metavar="PATH",
+                        help="the valgrind to count instructions with (default: valgrind on PATH)")
+    parser.add_argument("--callgrind-timeout", type=positive_float, default=None, metavar="SECONDS",
+                        help="most seconds a device's callgrind process may take: past it the cpu count fails, "
+                             "cuda's instructions are left empty with the reason (default: no limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="compare two runs; exit 1 when one is significantly slower")
     comparing.add_argument("base", metavar="BASE.json", help="a run, or comma-separated runs to pool")
     comparing.add_argument("new", metavar="NEW.json", help="a run, or comma-separated runs to pool")
-    comparing.add_argument("--metric", choices=("time", "instructions", "aten_ops", "alloc_bytes"), default="time",
+    comparing.add_argument("--metric", choices=("time", *COUNTER_METRICS), default="time",
                            help="time (the runs' timings; default), or a counter of `twolayer count`")
     comparing.add_argument("--threshold", type=positive_float, default=None,
                            help="percent increase tolerated (default: 10 for time, 2 for a counter)")

@@ -26,7 +26,17 @@ Ops and bytes (native, no Valgrind):
 - `alloc_bytes`: the most memory the call held at once beyond what it held at its start (its
   temporaries, new outputs and autograd's saved tensors). torch: the profiler's memory events of
   the CPU allocator; numpy: `tracemalloc`'s peak (numpy reports its buffers to it; Python's own
-  small objects count too).
+  small objects count too); on cuda, the caching allocator's peak of live tensors
+  (`twolayer.device_memory`), in its 512-byte blocks.
+- On cuda also `launches` and `gpu_kernels`, from one profiled call (`twolayer.launches`): the
+  host's calls that queue device work (kernel and graph launches, async copies and memsets) and
+  the device activities they made (a CUDA graph's replay is one launch and several kernels).
+  Where the profiler sees no cuda activity (no CUPTI) they stay empty, with the reason, and
+  `aten_ops` stands in.
+
+On cuda the instructions are the host's: Python, dispatch and the driver's launch path, which is
+exactly what CUDA graphs remove. The queue is emptied before each counted call and nothing inside
+the region waits for the device, so no spin-wait is counted.
 
 Every pool runs one thread (torch, OpenMP, the BLAS): spin-waiting thread pools execute a varying
 number of instructions. The environment variables are set before numpy or torch is imported.
@@ -87,6 +97,11 @@ def count_instructions(plan: dict) -> dict:
         for index in range(calls):
             if setup is not None:
                 setup()
+            if device == "cuda":
+                # the queue empty before each counted call: a launch into a full queue waits, and
+                # a waiting host executes a varying number of instructions. Nothing inside the
+                # counted region waits for the device.
+                torch.cuda.synchronize()
             torch._C._valgrind_toggle()  # on
             target()
             if index < calls - 1:
@@ -148,19 +163,52 @@ def top_level_aten_ops(events) -> int:
     return count
 
 
+def count_on_cuda(call, compiled: bool, launches_seen: bool) -> dict:
+    """One counted call on cuda, in three calls of it (each with its setup): the dispatched aten
+    ops (a compiled graph's: the profiler's), the device memory peak, and what the host launched."""
+    from twolayer.device_memory import phase_peak_bytes
+    from twolayer.launches import profiled, tally_of
+
+    counted = {"alloc_bytes": phase_peak_bytes(call)}
+    if not compiled:
+        counter = OpCounter()
+        if call.setup is not None:
+            call.setup()
+        with counter.mode():
+            call.target()
+        counted["aten_ops"] = counter.count
+    if compiled or launches_seen:
+        recorded = profiled(call, "cuda")
+        if compiled:
+            counted["aten_ops"] = top_level_aten_ops(recorded.events())
+        if launches_seen:
+            launched = tally_of(recorded)
+            counted.update(launches=launched.kernel_launches, gpu_kernels=launched.kernels)
+    return counted
+
+
 def count_ops(plan: dict) -> dict:
     import tracemalloc
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from twolayer.launches import profiler_sees_launches
     from twolayer.variants import VARIANTS
 
     calls, warmup = int(plan["calls"]), int(plan["warmup"])
     counts = {}
-    for case in counted_cases(plan):
+    cases = counted_cases(plan)
+    launches_note = profiler_sees_launches() if any(case.device == "cuda" for case in cases) else None
+    for case in cases:
         library, compiled = VARIANTS[case.variant].library, VARIANTS[case.variant].compiles
         call = prepared(case, warmup)
+        if case.device == "cuda" and library == "torch":
+            each = [count_on_cuda(call, compiled, launches_note is None) for _ in range(calls)]
+            counts[case.id] = {metric: [counted[metric] for counted in each] if metric in each[0] else None
+                               for metric in ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")}
+            counts[case.id]["ops_counted_by"] = "profiler" if compiled else "dispatch_mode"
+            continue
         ops, peaks = [], []
         for _ in range(calls):
             if call.setup is not None:
@@ -188,7 +236,7 @@ def count_ops(plan: dict) -> dict:
                 peaks.append(max(peak - start, 0))
         counts[case.id] = {"aten_ops": ops if library == "torch" else None, "alloc_bytes": peaks,
                            "ops_counted_by": None if library != "torch" else "profiler" if compiled else "dispatch_mode"}
-    return {"counts": counts, "calls": calls, "threads": torch.get_num_threads()}
+    return {"counts": counts, "calls": calls, "threads": torch.get_num_threads(), "launches_note": launches_note}
 
 
 def main(argv: list[str] | None = None) -> int:

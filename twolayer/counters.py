@@ -38,10 +38,14 @@ from twolayer import SUITE_VERSION
 from twolayer.count_worker import EMPTY, ONE_THREAD
 
 COUNTERS_FILE = "counters.json"
-METRICS = ("instructions", "aten_ops", "alloc_bytes")
+# launches and gpu_kernels: cuda only (the timing side's one profiled call records its own
+# `kernel_launches` and `kernels`; these are the mean of the counted calls)
+METRICS = ("instructions", "aten_ops", "alloc_bytes", "launches", "gpu_kernels")
+OPS_METRICS = ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")  # the native worker's
 KEY = ("device", "variant", "phase", "dtype", "dtype_mode", "size")
 INSTALL_VALGRIND = ("valgrind is not installed: install it (Debian/Ubuntu: `apt-get install -y valgrind`; "
-                    "macOS: not supported), or count without instructions: --metrics aten_ops,alloc_bytes")
+                    "macOS: not supported), or count without instructions: --metrics aten_ops,alloc_bytes"
+                    " (and launches,gpu_kernels on cuda)")
 # The spread of repeated counts measured on this project's machine: see the README's counters
 # section. A gate's threshold below it would flap.
 DEFAULT_THRESHOLD_PCT = 2.0
@@ -67,6 +71,9 @@ class CountOptions:
     warmup: int = 2
     out: Path = Path("results")
     valgrind: str = "valgrind"
+    # Seconds one device's callgrind process may take. Past it the cpu count fails; on cuda, whose
+    # driver may not run under Valgrind at all, the instructions are left empty with the reason.
+    callgrind_timeout_s: float | None = None
 
 
 def parse_metrics(text: str | None) -> tuple[str, ...]:
@@ -142,10 +149,14 @@ def valgrind_environment() -> dict[str, str]:
             "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3" if capability == "avx2" else "x86-64"}
 
 
-def run_worker(command: list[str], what: str, log: Path, environment: dict[str, str] | None = None) -> None:
+def run_worker(command: list[str], what: str, log: Path, environment: dict[str, str] | None = None,
+               timeout_s: float | None = None) -> None:
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
-                              env={**worker_environment(), **(environment or {})}, check=False)
+        try:
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
+                                  env={**worker_environment(), **(environment or {})}, check=False, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CountError(f"the {what} count did not finish within {timeout_s:g} s") from None
     if done.returncode != 0:
         tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         if done.returncode == -signal.SIGILL:
@@ -155,15 +166,18 @@ def run_worker(command: list[str], what: str, log: Path, environment: dict[str, 
         raise CountError(f"the {what} count failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
 
 
-def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> tuple[dict[str, float], dict]:
-    """Instructions per call by benchmark id (and `harness_empty/<device>`), from one callgrind run,
-    and where that run's time went (seconds under Valgrind: importing, and each benchmark)."""
-    dumps = work / "callgrind"
+def count_instructions(plan_path: Path, work: Path, options: CountOptions,
+                       device: str = "cpu") -> tuple[dict[str, float], dict]:
+    """Instructions per call by benchmark id (and `harness_empty/<device>`), from one callgrind run
+    over the plan's benchmarks (of one device), and where that run's time went (seconds under
+    Valgrind: importing, and each benchmark)."""
+    dumps = work / f"callgrind-{device}"
     dumps.mkdir()
-    out = work / "instructions.json"
+    out = work / f"instructions-{device}.json"
     run_worker([options.valgrind, "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={dumps}/callgrind.out",
                 sys.executable, "-m", "twolayer.count_worker", "instructions", str(plan_path), str(out)],
-               "instruction", work / "valgrind.log", valgrind_environment())
+               f"{device} instruction", work / f"valgrind-{device}.log", valgrind_environment(),
+               options.callgrind_timeout_s)
     result = json.loads(out.read_text(encoding="utf-8"))
     files = dumps_in_order(dumps, "callgrind.out")
     # one dump per benchmark, in order; the dump at exit (numbered after them, or unnumbered)
@@ -175,16 +189,20 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions) -> tu
         name = entry["id"] if entry["id"] != EMPTY else f"{EMPTY}/{entry['device']}"
         per_call[name] = callgrind_totals(path) / result["calls"]
     return per_call, {"import_s": round(result.get("import_seconds", 0.0), 1),
-                      "benchmarks_s": {name: round(value, 1) for name, value in result.get("seconds", {}).items()}}
+                      "benchmarks_s": {(f"{EMPTY}/{device}" if name == EMPTY else name): round(value, 1)
+                                       for name, value in result.get("seconds", {}).items()}}
 
 
-def count_ops(plan_path: Path, work: Path) -> dict[str, dict]:
+def count_ops(plan_path: Path, work: Path) -> tuple[dict[str, dict], str | None]:
+    """The native worker's counts by benchmark id, and why launches were not counted on cuda
+    (None where they were, or where nothing ran on cuda)."""
     out = work / "ops.json"
     # with the environment of the count under Valgrind: inductor then compiles the same kernels
     # natively first, and the count under Valgrind finds them in inductor's cache
     run_worker([sys.executable, "-m", "twolayer.count_worker", "ops", str(plan_path), str(out)], "op", work / "ops.log",
                valgrind_environment())
-    return json.loads(out.read_text(encoding="utf-8"))["counts"]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    return result["counts"], result.get("launches_note")
 
 
 def per_call(values: list | None) -> float | None:
@@ -201,13 +219,16 @@ def count_rows(cases: list, instructions: dict[str, float] | None, ops: dict[str
                      "instructions": None if instructions is None else instructions.get(case.id),
                      "aten_ops": per_call(counted.get("aten_ops")),
                      "alloc_bytes": per_call(counted.get("alloc_bytes")),
+                     "launches": per_call(counted.get("launches")),
+                     "gpu_kernels": per_call(counted.get("gpu_kernels")),
                      "aten_ops_varied": bool(counted.get("aten_ops")) and len(set(counted["aten_ops"])) > 1,
                      "ops_counted_by": counted.get("ops_counted_by")})
     for device in sorted({case.device for case in cases}):
         if instructions is not None and f"{EMPTY}/{device}" in instructions:
             rows.append({"device": device, "variant": EMPTY, "phase": "overhead", "dtype": None, "dtype_mode": None,
                          "size": None, "instructions": instructions[f"{EMPTY}/{device}"], "aten_ops": None,
-                         "alloc_bytes": None, "aten_ops_varied": False, "ops_counted_by": None})
+                         "alloc_bytes": None, "launches": None, "gpu_kernels": None, "aten_ops_varied": False,
+                         "ops_counted_by": None})
     return rows
 
 
@@ -232,8 +253,6 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
         cases = [case for case in cases if case.variant not in ranked]
     if not cases:
         raise CountError("nothing to count: every benchmark of the selection is skipped here")
-    if "cuda" in {case.device for case in cases}:
-        raise CountError("counting on cuda is not built yet (host instructions and kernel launches): use --devices cpu")
     valgrind = None
     if "instructions" in options.metrics:
         valgrind = valgrind_version(options.valgrind)
@@ -242,26 +261,49 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
     plan = {"variants": options.variants, "devices": options.devices, "phases": options.phases,
             "dtypes": options.dtypes, "sizes": options.sizes, "quick": options.quick, "calls": options.calls,
             "warmup": options.warmup}
+    devices = sorted({case.device for case in cases})
     started = time.time()
+    not_counted = {}  # "metric/device": why it is empty there (a tool that cannot run there)
     with tempfile.TemporaryDirectory(prefix="twolayer-count-") as scratch:
         work = Path(scratch)
         plan_path = work / "plan.json"
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
         ops, instructions, spent = None, None, {}
-        if {"aten_ops", "alloc_bytes"} & set(options.metrics):
-            progress(f"counting aten ops and bytes allocated: {len(cases)} benchmarks, {options.calls} calls each ...")
+        if set(OPS_METRICS) & set(options.metrics):
+            progress(f"counting aten ops and bytes allocated{' and launches' if 'cuda' in devices else ''}: "
+                     f"{len(cases)} benchmarks, {options.calls} calls each ...")
             stage = time.time()
-            ops = count_ops(plan_path, work)
+            ops, launches_note = count_ops(plan_path, work)
             spent["ops_s"] = round(time.time() - stage, 1)
+            if launches_note is not None and {"launches", "gpu_kernels"} & set(options.metrics):
+                not_counted["launches/cuda"] = launches_note
+                progress(f"cuda: {launches_note}")
         if valgrind is not None:
-            progress(f"counting instructions under callgrind ({valgrind}): {len(cases)} benchmarks in one process; "
-                     "importing torch under Valgrind alone takes about a minute ...")
-            stage = time.time()
-            instructions, under_valgrind = count_instructions(plan_path, work, options)
-            spent.update(instructions_s=round(time.time() - stage, 1), **under_valgrind)
-            slowest = sorted(under_valgrind["benchmarks_s"].items(), key=lambda item: -item[1])[:3]
-            progress(f"callgrind: {spent['instructions_s']:.0f} s, of which importing {spent['import_s']:.0f} s; "
-                     "slowest: " + ", ".join(f"{name} {value:.0f} s" for name, value in slowest))
+            instructions, spent["instructions_s"], spent["import_s"], spent["benchmarks_s"] = {}, 0.0, 0.0, {}
+            for device in devices:  # one Valgrind process a device: a driver that fails there loses only its own
+                device_plan = work / f"plan-{device}.json"
+                device_plan.write_text(json.dumps({**plan, "devices": device}), encoding="utf-8")
+                progress(f"counting {device} instructions under callgrind ({valgrind}): "
+                         f"{sum(c.device == device for c in cases)} benchmarks in one process; "
+                         "importing torch under Valgrind alone takes about a minute ...")
+                stage = time.time()
+                try:
+                    counted, under_valgrind = count_instructions(device_plan, work, options, device)
+                except CountError as error:
+                    if device == "cpu":
+                        raise
+                    not_counted[f"instructions/{device}"] = str(error)
+                    progress(f"{device}: instructions not counted: {error}")
+                    continue
+                finally:
+                    spent["instructions_s"] = round(spent["instructions_s"] + time.time() - stage, 1)
+                instructions.update(counted)
+                spent["import_s"] = round(spent["import_s"] + under_valgrind["import_s"], 1)
+                spent["benchmarks_s"].update(under_valgrind["benchmarks_s"])
+                slowest = sorted(under_valgrind["benchmarks_s"].items(), key=lambda item: -item[1])[:3]
+                progress(f"callgrind, {device}: {time.time() - stage:.0f} s, of which importing "
+                         f"{under_valgrind['import_s']:.0f} s; slowest: "
+                         + ", ".join(f"{name} {value:.0f} s" for name, value in slowest))
     rows = count_rows(cases, instructions, ops)
     for row in rows:  # a metric not asked for stays empty, never a stale or made-up figure
         for metric in METRICS:
@@ -277,6 +319,8 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
                            "commit": git_commit(), "datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                            "seconds": round(time.time() - started, 1), "spent": spent, "metrics": list(options.metrics),
                            "calls": options.calls, "warmup": options.warmup, "threads": 1, "valgrind": valgrind,
+                           # a metric a tool could not count on a device: "metric/device" -> why
+                           "not_counted": not_counted,
                            # the vector ISA torch ran under Valgrind (instructions differ by ISA)
                            "valgrind_environment": valgrind_environment() if valgrind else None,
                            "machine": {**facts, "torch_threads": 1, "numpy_threads": 1}},
@@ -296,7 +340,8 @@ def counters_frame(record: dict) -> pd.DataFrame:
     for column, value in (("run_id", info.get("run_id")), ("commit", info.get("commit")),
                           ("counted_threads", info.get("threads")), ("count_calls", info.get("calls")),
                           ("valgrind", info.get("valgrind")), ("cpu_model", machine.get("cpu_model")),
-                          ("hardware", machine.get("hardware")), ("torch_version", machine.get("torch_version")),
+                          ("hardware", machine.get("hardware")), ("gpu_model", machine.get("gpu_model")),
+                          ("cuda_version", machine.get("cuda_version")), ("torch_version", machine.get("torch_version")),
                           ("numpy_version", machine.get("numpy_version")),
                           ("python_version", machine.get("python_version"))):
         frame[column] = value
@@ -378,17 +423,19 @@ def counters_markdown(frame: pd.DataFrame, h2: str = "##") -> str:
         return ""
     parts = [f"{h2} Counters per call",
              "Deterministic counts, one thread (`twolayer count`): `instructions` from Valgrind's callgrind, "
-             "in thousands (kinstr); `aten_ops`, the aten operators dispatched (torch variants only); "
-             "`alloc_kib`, the most memory a call held beyond its start. Instructions are work, not time: "
-             "memory-bound or parallel work costs more or less than they say."]
+             "in thousands (kinstr; on cuda the host's: Python, dispatch and the driver's launch path); "
+             "`aten_ops`, the aten operators dispatched (torch variants only); `alloc_kib`, the most memory a "
+             "call held beyond its start (on cuda, device memory); on cuda `launches`, the host's calls that queue "
+             "device work, and `gpu_kernels`, the kernels, copies and memsets they made. Instructions are work, "
+             "not time: memory-bound or parallel work costs more or less than they say."]
     for (device, dtype, size), group in counted[counted["phase"] != "overhead"].groupby(["device", "dtype", "size"]):
         view = group.assign(kinstr=group["instructions"] / 1e3, alloc_kib=group["alloc_bytes"] / 1024)
-        table = view.pivot_table(index="variant", columns="phase", values=["kinstr", "aten_ops", "alloc_kib"],
-                                 aggfunc="first", dropna=False)
+        shown = ["kinstr", "aten_ops", "alloc_kib"] + [m for m in ("launches", "gpu_kernels") if view[m].notna().any()]
+        table = view.pivot_table(index="variant", columns="phase", values=shown, aggfunc="first", dropna=False)
         order = [p for p in PHASES if p in set(group["phase"])]
         flat = pd.DataFrame(index=table.index)
         for phase in order:
-            for metric in ("kinstr", "aten_ops", "alloc_kib"):
+            for metric in shown:
                 if (metric, phase) in table.columns:
                     flat[f"{phase} {metric}"] = table[(metric, phase)]
         flat = flat.reset_index()

@@ -61,16 +61,52 @@ def tally(events: Iterable[tuple[str, str, int]]) -> LaunchCount:
     return LaunchCount(launches, kernels, busy_ns / 1e9)
 
 
-def count_launches(call: PhaseCall, device: str) -> LaunchCount:
-    """One call of the phase under the profiler, its setup outside it."""
+def profiled(call: PhaseCall, device: str):
+    """One call of the phase under the profiler (cpu, and cuda's activities on cuda), its setup
+    outside it and the device's queue empty at both ends; the profiler's record."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     if call.setup is not None:
         call.setup()
+    if device == "cuda":
+        torch.cuda.synchronize()
     with profile(activities=activities) as recorded:
         call.target()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return recorded
+
+
+def tally_of(recorded) -> LaunchCount:
     return tally((e.name(), e.activity_type(), e.duration_ns()) for e in recorded.profiler.kineto_results.events())
+
+
+def count_launches(call: PhaseCall, device: str) -> LaunchCount:
+    """One call of the phase under the profiler, its setup outside it."""
+    return tally_of(profiled(call, device))
+
+
+def profiler_sees_launches() -> str | None:
+    """None when the profiler records cuda launches and kernels here (CUPTI works), else why not:
+    one empty kernel launched under it must show as one launch and one kernel."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        torch.cuda._sleep(0)  # the first launch of a kind loads its module: outside the record
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as recorded:
+            torch.cuda._sleep(0)
+            torch.cuda.synchronize()
+        seen = tally_of(recorded)
+    except RuntimeError as error:  # the profiler could not start (CUPTI absent or refused)
+        return f"the profiler cannot record cuda here ({str(error).splitlines()[0] if str(error) else error!r})"
+    if seen.kernel_launches < 1 or seen.kernels < 1:
+        return (f"the profiler saw {seen.kernel_launches} launches and {seen.kernels} kernels of one empty kernel "
+                "(no CUPTI activity): launches not counted; aten_ops stands in")
+    return None
 
 
 def launch_floor_s(kernel_launches: float, launch_s: float, sync_s: float) -> float:

@@ -233,7 +233,9 @@ class Report:
         data_parallel = ddp_markdown(self.summary, h2)
         if data_parallel:
             parts.append(data_parallel)
-        if self.summary[["instructions", "aten_ops", "alloc_bytes"]].notna().any(axis=None):
+        from twolayer.counters import METRICS
+
+        if self.summary[list(METRICS)].notna().any(axis=None):
             from twolayer.counters import counters_markdown
 
             parts.append(counters_markdown(self.summary, h2))
