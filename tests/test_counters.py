@@ -443,3 +443,22 @@ def test_cuda_counts_launches_per_idiom():
     assert manual["aten_ops"][0] >= 20 and min(manual["alloc_bytes"]) > 0
     assert graph["launches"] == [1, 1] and min(graph["gpu_kernels"]) >= 10  # the replay: one launch
     assert graph["aten_ops"] == [0, 0]
+
+
+@pytest.mark.skipif(not HAS_VALGRIND, reason="valgrind is not installed (apt-get install -y valgrind)")
+def test_a_carried_valgrind_kit_counts_on_its_own(tmp_path):
+    """`.ci/valgrind-kit` copies callgrind for a machine without Valgrind (the lent GPU machine):
+    the copy runs from its own folder, with no PATH, and `twolayer count --valgrind` accepts it."""
+    import subprocess
+
+    from twolayer.counters import valgrind_version
+    from twolayer.environment import PROJECT_ROOT
+
+    kit = tmp_path / "kit"
+    subprocess.run([str(PROJECT_ROOT / ".ci" / "valgrind-kit"), str(kit)], check=True, capture_output=True)
+    assert valgrind_version(str(kit / "valgrind")).startswith("valgrind-")
+    out = tmp_path / "callgrind.out"
+    subprocess.run([str(kit / "valgrind"), "--tool=callgrind", f"--callgrind-out-file={out}", "/bin/true"],
+                   check=True, capture_output=True, env={"PATH": "/nonexistent"}, cwd=tmp_path)
+    assert callgrind_totals(out) > 1000
+    assert valgrind_version(str(tmp_path / "absent")) is None

@@ -89,10 +89,12 @@ def valgrind_version(valgrind: str) -> str | None:
     if path is None:
         return None
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        # with the tool named: a carried kit (`.ci/valgrind-kit`) holds callgrind only, not the default tool
+        out = subprocess.run([path, "--tool=callgrind", "--version"], capture_output=True, text=True, timeout=30,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def callgrind_totals(path: Path) -> int:
