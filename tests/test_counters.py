@@ -78,10 +78,66 @@ def test_bytes_allocated_follow_the_code():
 
 
 def test_autograd_holds_more_than_the_hand_written_forward():
-    manual = min(ops_of("torch_manual", phases="forward")["forward"]["alloc_bytes"])
+    manual = ops_of("torch_manual", phases="forward")["forward"]["alloc_bytes"]
     module = min(ops_of("module_linear", phases="forward")["forward"]["alloc_bytes"])
-    assert manual > 64 * 100 * 4  # at least h
-    assert module >= manual
+    # each new activation is made while the previous call's is held, then that one is let go:
+    # one h (64x100 float32) at a time, the largest
+    assert manual == [64 * 100 * 4] * 3
+    assert module > manual[0]  # autograd keeps its graph's saved tensors
+
+
+def test_bytes_are_counted_the_same_in_every_process():
+    """The profiler reports a free only for a block it saw allocated, and inherits stale sizes at
+    reused addresses: the frees of an earlier call's outputs were seen or not by the process's
+    history (torch_manual's forward read 48-59 KiB). Counted in fresh processes, the figures agree."""
+    import subprocess
+    import sys
+
+    script = ("import json; from twolayer.count_worker import count_ops; print(json.dumps(count_ops({'variants': "
+              "'torch_manual,numpy_manual', 'devices': 'cpu', 'phases': 'forward,iteration', 'calls': 3, "
+              "'warmup': 2})['counts']))")
+    seen = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+        seen.append({name: value["alloc_bytes"] for name, value in counts.items()})
+    assert seen[0] == seen[1] == seen[2]
+    assert all(len(set(values[1:])) == 1 for values in seen[0].values())  # and call to call
+
+
+def test_a_call_is_measured_only_inside_its_own_window():
+    """Memory events are split among the counted calls by their annotations; the uncounted call
+    before them, and what happens between calls (setup), count for none."""
+    from twolayer.count_worker import COUNTED, peak_bytes, torch_peak_bytes_per_call
+
+    class Event:
+        def __init__(self, name, start, end=None, nbytes=0):
+            self._name, self._start, self._end, self._nbytes = name, start, end or start, nbytes
+
+        def name(self):
+            return self._name
+
+        def start_ns(self):
+            return self._start
+
+        def end_ns(self):
+            return self._end
+
+        def nbytes(self):
+            return self._nbytes
+
+        def device_type(self):
+            from torch._C._autograd import DeviceType
+
+            return DeviceType.CPU
+
+    events = [Event("[memory]", 5, nbytes=999),  # the uncounted call before
+              Event(f"{COUNTED}1", 30, 40), Event(f"{COUNTED}0", 10, 20),  # out of order: sorted by index
+              Event("[memory]", 12, nbytes=100), Event("[memory]", 14, nbytes=-100), Event("[memory]", 13, nbytes=50),
+              Event("[memory]", 25, nbytes=777),  # setup between the calls
+              Event("[memory]", 31, nbytes=10), Event("[memory]", 33, nbytes=-10)]
+    assert torch_peak_bytes_per_call(events) == [150, 10]
+    assert peak_bytes([(2, -5), (1, 8)]) == 8
 
 
 def write_dump(path, total, word="totals"):

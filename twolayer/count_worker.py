@@ -26,7 +26,9 @@ Ops and bytes (native, no Valgrind):
 - `alloc_bytes`: the most memory the call held at once beyond what it held at its start (its
   temporaries, new outputs and autograd's saved tensors). torch: the profiler's memory events of
   the CPU allocator; numpy: `tracemalloc`'s peak (numpy reports its buffers to it; Python's own
-  small objects count too); on cuda, the caching allocator's peak of live tensors
+  small objects count too). Both record from one call before the counted ones, so that what a
+  call lets go of (the previous call's outputs) is seen let go in every process
+  (`count_torch_on_cpu`); on cuda, the caching allocator's peak of live tensors
   (`twolayer.device_memory`), in its 512-byte blocks.
 - On cuda also `launches` and `gpu_kernels`, from one profiled call (`twolayer.launches`): the
   host's calls that queue device work (kernel and graph launches, async copies and memsets) and
@@ -130,37 +132,119 @@ class OpCounter:
         self.mode = Mode
 
 
-def torch_peak_bytes(recorded) -> int:
-    """The largest running total of the CPU allocator's memory events (allocations positive, frees
-    negative), in the order they happened: the most the call held beyond its start. The raw
-    (kineto) events carry every allocation; the profiler's aggregated `events()` fold those made
-    inside an operator into the operator and keep only the frees as `[memory]` events."""
-    from torch._C._autograd import DeviceType
+COUNTED = "twolayer.counted."  # the profiler annotation of the n-th counted call: COUNTED + str(n)
 
+
+def peak_bytes(memory_events: list[tuple[int, int]]) -> int:
+    """The largest running total of (time, bytes) allocator events, allocations positive and frees
+    negative, in the order they happened: the most a call held at once beyond its start."""
     total = peak = 0
-    events = [e for e in recorded.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        total += event.nbytes()
+    for _, nbytes in sorted(memory_events, key=lambda event: event[0]):
+        total += nbytes
         peak = max(peak, total)
     return peak
 
 
-def top_level_aten_ops(events) -> int:
-    """The aten operators the profiler saw called from outside any other aten operator. A compiled
-    graph refuses a dispatch mode (dynamo then skips the frame for good), so for `torch.compile`
-    this stands in: the operators its generated code calls out to (`mm` for inductor's extern
-    kernels); its fused kernels are not aten operators. The profiler sees composite operators
-    whole (`linear` is one op, not `t` and `mm`), so the two counts differ for eager variants."""
+def counted_windows(raw_events) -> list[tuple[int, int]]:
+    """(start, end) in ns of each counted call's annotation, in the order of the calls."""
+    windows = {int(e.name()[len(COUNTED):]): (e.start_ns(), e.end_ns()) for e in raw_events
+               if e.name().startswith(COUNTED)}
+    return [windows[index] for index in sorted(windows)]
+
+
+def torch_peak_bytes_per_call(raw_events) -> list[int]:
+    """Per counted call, the peak of the CPU allocator's memory events inside its window. The raw
+    (kineto) events carry every allocation; the profiler's aggregated `events()` fold those made
+    inside an operator into the operator and keep only the frees as `[memory]` events."""
+    from torch._C._autograd import DeviceType
+
+    memory = [(e.start_ns(), e.nbytes()) for e in raw_events
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    return [peak_bytes([event for event in memory if start <= event[0] <= end])
+            for start, end in counted_windows(raw_events)]
+
+
+def top_level_aten_ops(events, within: str | None = None) -> int:
+    """The aten operators the profiler saw called from outside any other aten operator (inside the
+    annotation `within`, if given). A compiled graph refuses a dispatch mode (dynamo then skips
+    the frame for good), so for `torch.compile` this stands in: the operators its generated code
+    calls out to (`mm` for inductor's extern kernels); its fused kernels are not aten operators.
+    The profiler sees composite operators whole (`linear` is one op, not `t` and `mm`), so the two
+    counts differ for eager variants."""
     count = 0
     for event in events:
         if not event.name.startswith("aten::"):
             continue
-        parent = event.cpu_parent
+        parent, inside = event.cpu_parent, within is None
         while parent is not None and not parent.name.startswith("aten::"):
+            inside = inside or parent.name == within
             parent = parent.cpu_parent
-        count += parent is None
+        count += parent is None and inside
     return count
+
+
+def count_torch_on_cpu(case, calls: int, warmup: int, compiled: bool) -> dict:
+    """Aten ops and bytes per counted call of a torch benchmark on the cpu.
+
+    The profiler learns a CPU block's size when the block is allocated while it records memory,
+    and reports a free only for a block it knows; a block freed while it does not record keeps
+    its stale entry, which a later block at the same address inherits. So a call's frees (of the
+    previous call's outputs, above all) were seen or not by the history of the process's
+    addresses, and the figure moved between processes (torch_manual's forward: 48-59 KiB). Here
+    everything a counted call can free is allocated in the recording (one call before the counted
+    ones), and the benchmark is let go inside it: every free is seen, in every process."""
+    import gc
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    call = prepared(case, warmup)
+    ops = []
+    if not compiled:  # outside the recording: a dispatch mode and the profiler are kept apart
+        for _ in range(calls):
+            if call.setup is not None:
+                call.setup()
+            counter = OpCounter()
+            with counter.mode():
+                call.target()
+            ops.append(counter.count)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
+        for index in range(-1, calls):  # call -1: what the counted calls free is allocated here
+            if call.setup is not None:
+                call.setup()
+            if index < 0:
+                call.target()
+                continue
+            with record_function(f"{COUNTED}{index}"):
+                call.target()
+        del call
+        gc.collect()
+    peaks = torch_peak_bytes_per_call(recorded.profiler.kineto_results.events())
+    if compiled:
+        events = recorded.events()
+        ops = [top_level_aten_ops(events, within=f"{COUNTED}{index}") for index in range(calls)]
+    return {"aten_ops": ops, "alloc_bytes": peaks}
+
+
+def numpy_peak_bytes(call, calls: int) -> list[int]:
+    """Per counted call, `tracemalloc`'s peak beyond the call's start. Traced from one call before
+    the counted ones, so that the frees of what an earlier call left are counted too, as for torch."""
+    import tracemalloc
+
+    peaks = []
+    tracemalloc.start()
+    try:
+        for index in range(-1, calls):
+            if call.setup is not None:
+                call.setup()
+            start, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            call.target()
+            _, peak = tracemalloc.get_traced_memory()
+            if index >= 0:
+                peaks.append(max(peak - start, 0))
+    finally:
+        tracemalloc.stop()
+    return peaks
 
 
 def count_on_cuda(call, compiled: bool, launches_seen: bool) -> dict:
@@ -188,10 +272,7 @@ def count_on_cuda(call, compiled: bool, launches_seen: bool) -> dict:
 
 
 def count_ops(plan: dict) -> dict:
-    import tracemalloc
-
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
     from twolayer.launches import profiler_sees_launches
     from twolayer.variants import VARIANTS
@@ -202,8 +283,8 @@ def count_ops(plan: dict) -> dict:
     launches_note = profiler_sees_launches() if any(case.device == "cuda" for case in cases) else None
     for case in cases:
         library, compiled = VARIANTS[case.variant].library, VARIANTS[case.variant].compiles
-        call = prepared(case, warmup)
         if case.device == "cuda" and library == "torch":
+            call = prepared(case, warmup)
             each = [count_on_cuda(call, compiled, launches_note is None) for _ in range(calls)]
             counts[case.id] = {metric: [counted[metric] for counted in each] if metric in each[0] else None
                                for metric in ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")}
@@ -212,32 +293,11 @@ def count_ops(plan: dict) -> dict:
         if case.device == "cuda":  # jax on cuda: its buffers are XLA's, which neither counter sees
             counts[case.id] = {"aten_ops": None, "alloc_bytes": None, "ops_counted_by": None}
             continue
-        ops, peaks = [], []
-        for _ in range(calls):
-            if call.setup is not None:
-                call.setup()
-            if library == "torch":
-                if not compiled:
-                    counter = OpCounter()
-                    with counter.mode():
-                        call.target()
-                    ops.append(counter.count)
-                    if call.setup is not None:
-                        call.setup()
-                with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
-                    call.target()
-                peaks.append(torch_peak_bytes(recorded))
-                if compiled:
-                    ops.append(top_level_aten_ops(recorded.events()))
-            else:
-                tracemalloc.start()
-                start, _ = tracemalloc.get_traced_memory()
-                tracemalloc.reset_peak()
-                call.target()
-                _, peak = tracemalloc.get_traced_memory()
-                tracemalloc.stop()
-                peaks.append(max(peak - start, 0))
-        counts[case.id] = {"aten_ops": ops if library == "torch" else None, "alloc_bytes": peaks,
+        if library == "torch":  # built, and let go inside the recording, there
+            counted = count_torch_on_cpu(case, calls, warmup, compiled)
+        else:
+            counted = {"aten_ops": None, "alloc_bytes": numpy_peak_bytes(prepared(case, warmup), calls)}
+        counts[case.id] = {**counted,
                            "ops_counted_by": None if library != "torch" else "profiler" if compiled else "dispatch_mode"}
     return {"counts": counts, "calls": calls, "threads": torch.get_num_threads(), "launches_note": launches_note}
 
