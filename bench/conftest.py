@@ -70,16 +70,30 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     distributed = [case for case in cases if case.scaling and case.skip_reason is None]
     if distributed and distributed[0].world_size > 1:  # launched by torchrun: join its job before any case runs
-        join_from_environment({case.device for case in distributed}, option.tl_collective_timeout_s)
+        joined(join_from_environment, {case.device for case in distributed}, option.tl_collective_timeout_s)
         if option.tl_threads is None:
             option.tl_threads = rank_threads()  # the cores shared among this machine's ranks
     if option.tl_threads is not None:
         set_threads(option.tl_threads)
     seed = option.tl_shuffle_seed if option.tl_shuffle_seed is not None else random.SystemRandom().randrange(2**31)
     if distributed and distributed[0].world_size > 1:
-        seed = rank_zeros(seed)  # every rank runs the benchmarks in one order, so that their collectives meet
+        seed = joined(rank_zeros, seed)  # every rank runs the benchmarks in one order, so that their collectives meet
     config.stash[SETTINGS] = {"cases": cases, "budget": budget, "run_id": option.tl_run_id,
                               "repeat": option.tl_repeat, "shuffle_seed": seed if option.tl_repeat > 1 else None}
+
+
+def joined(collective, *args):
+    """A collective of the ranks' start: a peer that never came, or hung, fails this rank with one
+    line (a distributed error is a RuntimeError), and leaves it for the launcher's report."""
+    try:
+        return collective(*args)
+    except RuntimeError as error:
+        from twolayer.rank_pytest import JOINING, record_failure
+
+        lines = str(error).strip().splitlines()
+        message = f"{JOINING}{lines[0] if lines else type(error).__name__}"
+        record_failure(message)
+        raise pytest.UsageError(message) from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

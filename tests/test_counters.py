@@ -89,7 +89,7 @@ def test_autograd_holds_more_than_the_hand_written_forward():
 def test_bytes_are_counted_the_same_in_every_process():
     """The profiler reports a free only for a block it saw allocated, and inherits stale sizes at
     reused addresses: the frees of an earlier call's outputs were seen or not by the process's
-    history (torch_manual's forward read 48-59 KiB). Counted in fresh processes, the figures agree."""
+    history (torch_manual's forward read 25-58 KiB). Counted in fresh processes, the figures agree."""
     import subprocess
     import sys
 

@@ -126,16 +126,32 @@ def start_run(tmp_path: Path, *argv: str) -> tuple[subprocess.Popen, str]:
     return process, mark
 
 
-def rank_process(mark: str, rank: int, within_s: float = 60.0) -> int:
-    """The pid of rank `rank` of the run marked `mark`, once its pytest session is under way."""
+def rank_process(mark: str, rank: int, within_s: float = 60.0, joined: bool = True) -> int:
+    """The pid of rank `rank` of the run marked `mark`, once its pytest session is under way (once
+    the ranks have joined; or as soon as it starts, before it can join, with `joined=False`)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         for pid, env in marked(mark):
             if env.get("RANK") == str(rank) and b"rank_pytest" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                time.sleep(3.0)  # into its benchmarks: the ranks are joined and timing
+                if joined:  # into its benchmarks: gloo's connection between the ranks is open
+                    while time.monotonic() < deadline and not connected(pid):
+                        time.sleep(0.1)
+                    time.sleep(1.0)
                 return pid
         time.sleep(0.1)
     raise AssertionError(f"rank {rank} never started")
+
+
+def connected(pid: int) -> bool:
+    """Whether the process holds an established TCP connection (gloo's, between the ranks, made
+    after the store's): it has joined the process group."""
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        tables = [Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:] for name in ("tcp", "tcp6")]
+    except OSError:
+        return False
+    established = {f"socket:[{fields[9]}]" for table in tables for fields in map(str.split, table) if fields[3] == "01"}
+    return len(inodes & established) >= 2  # the store's client, and a gloo pair
 
 
 def finish(process: subprocess.Popen, within_s: float) -> tuple[int, str, float]:
@@ -215,6 +231,26 @@ def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_pa
     assert code == 1
     lines = our_lines(err)
     assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them" in lines[0], err
+    assert not marked(mark), "processes of the run are left"
+
+
+def test_a_rank_that_never_joins_is_named_after_the_timeout(tmp_path):
+    """SIGSTOP before the rank can join (importing torch): rank 0 waits the collective timeout to
+    form the group, then the launcher names the rank that never came, in one line."""
+    timeout_s = 5
+    process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
+                              "--collective-timeout-s", str(timeout_s))
+    hung = rank_process(mark, 1, joined=False)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        code, err, took = finish(process, timeout_s + 45)
+    finally:
+        if any(pid == hung for pid, _ in marked(mark)):
+            os.kill(hung, signal.SIGKILL)
+    assert code == 1
+    lines = our_lines(err)
+    assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them (joining the ranks:" \
+        in lines[0], err
     assert not marked(mark), "processes of the run are left"
 
 

@@ -190,7 +190,7 @@ def count_torch_on_cpu(case, calls: int, warmup: int, compiled: bool) -> dict:
     and reports a free only for a block it knows; a block freed while it does not record keeps
     its stale entry, which a later block at the same address inherits. So a call's frees (of the
     previous call's outputs, above all) were seen or not by the history of the process's
-    addresses, and the figure moved between processes (torch_manual's forward: 48-59 KiB). Here
+    addresses, and the figure moved between processes (torch_manual's forward: 25-58 KiB). Here
     everything a counted call can free is allocated in the recording (one call before the counted
     ones), and the benchmark is let go inside it: every free is seen, in every process."""
     import gc

@@ -19,7 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from twolayer.rank_pytest import ERRORS_DIR
+from twolayer.rank_pytest import ERRORS_DIR, JOINING
 
 FAILED_EXIT = 1
 
@@ -58,8 +58,9 @@ def failure_line(failures: dict, world_size: int, log_dir: Path) -> str:
     if reason and any(word in reason for word in TIMED_OUT):
         silent = [r for r in range(world_size) if r != rank and rank_error(log_dir, r) is None]
         if silent:
+            where = "" if reason.startswith(JOINING) else " in a collective"
             return (f"twolayer run: rank(s) {', '.join(map(str, silent))} of {world_size} hung or died: rank {rank} "
-                    f"timed out waiting for them in a collective ({reason})")
+                    f"timed out waiting for them{where} ({reason})")
     others = [r for r, _ in ordered[1:]]
     also = f"; then rank(s) {', '.join(map(str, others))} stopped" if others else ""
     return (f"twolayer run: rank {rank} of {world_size} failed ({describe_exit(failure.exitcode)})"

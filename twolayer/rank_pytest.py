@@ -11,6 +11,7 @@ from pathlib import Path
 
 RANK_ZERO_ONLY = ("--benchmark-json=", "--tl-passed-file=")
 ERRORS_DIR = "TWOLAYER_RANK_ERRORS"  # set by twolayer.ddp_launch: where each rank leaves its first failure
+JOINING = "joining the ranks: "  # how a failure before the first test begins (bench/conftest.py)
 
 
 class FirstFailure:
@@ -26,6 +27,16 @@ class FirstFailure:
             message = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
             self.path.write_text(f"{report.nodeid}: {message.splitlines()[0] if message else ''}", encoding="utf-8")
             self.written = True
+
+
+def record_failure(message: str) -> None:
+    """This rank's failure outside any test (joining the ranks before the first one), one line,
+    where `FirstFailure` would have put a test's: the launcher reads it the same way."""
+    folder = os.environ.get(ERRORS_DIR)
+    if folder:
+        path = Path(folder) / f"rank-{os.environ.get('RANK', '0')}.error"
+        if not path.exists():
+            path.write_text(message, encoding="utf-8")
 
 
 def rank_arguments(args: list[str], rank: int) -> list[str]:

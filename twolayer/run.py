@@ -351,7 +351,9 @@ def run_ranks(options: RunOptions, world_size: int, partial: Path, run_id: str, 
     if suite.interrupted:
         raise RunInterrupted(None, 0)
     named = [line.removeprefix("twolayer run: ") for line in suite.errors if line.startswith("twolayer run: rank")]
-    for line in suite.errors:
+    for line in suite.errors if not (named and suite.returncode != 0) else []:
+        # a failure the launcher named is told in its one line: rank 0's own words on it (c10d's
+        # timeout warnings, pytest's `ERROR:` of a rank that could not join) would repeat it
         if not line.startswith("twolayer run: rank"):
             print(line, file=sys.stderr)
     if suite.returncode != 0 or not json_path.is_file():
