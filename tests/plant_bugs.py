@@ -77,8 +77,8 @@ PLANTS = [
            '.drop_duplicates("commit")')),
     plant("new-cpu-blamed-on-code", "a step where the cpu changed is labelled code (or versions), not hardware",
           ("twolayer/history.py", '"hardware" if differs(HARDWARE) else "versions"', '"versions"')),
-    plant("alloc-without-priming", "the count's memory recording starts at the first counted call, so the frees of "
-          "what the warm-up left are seen or not by the process's history of addresses",
+    plant("alloc-without-priming", "the count's memory recording starts at the first counted call, whose frees of what "
+          "the uncounted calls left the profiler then cannot see",
           ("twolayer/count_worker.py", "for index in range(-1, calls):  # call -1", "for index in range(0, calls):  # call -1")),
     plant("cuda-callgrind-failure-fatal", "cuda's instructions failing under Valgrind fails the whole count",
           ("twolayer/counters.py", '                    if device == "cpu":\n                        raise\n',

@@ -102,7 +102,10 @@ def test_bytes_are_counted_the_same_in_every_process():
         counts = json.loads(done.stdout.strip().splitlines()[-1])
         seen.append({name: value["alloc_bytes"] for name, value in counts.items()})
     assert seen[0] == seen[1] == seen[2]
-    assert all(len(set(values[1:])) == 1 for values in seen[0].values())  # and call to call
+    # and call to call, the first counted call too (it frees what the uncounted one before it left);
+    # numpy's figure holds Python's small objects too, which its first call may add a few bytes of
+    for name, values in seen[0].items():
+        assert len(set(values if name.endswith("torch_manual") else values[1:])) == 1, (name, values)
 
 
 def test_a_call_is_measured_only_inside_its_own_window():
