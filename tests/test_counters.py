@@ -402,7 +402,7 @@ def cuda_cases(variants="torch_manual", phases="forward"):
     return [dataclasses.replace(case, device="cuda") for case in plan_cases(variants, "cpu", phases)]
 
 
-def fake_counting(monkeypatch, cases, cuda_instructions):
+def fake_counting(monkeypatch, cases, cuda_instructions, cuda_ops=None):
     """count_selection with its two workers scripted: the ops worker counts every case, the
     callgrind worker each device's cases (cuda's raising `cuda_instructions` if it is an error)."""
     import twolayer.cases
@@ -410,10 +410,16 @@ def fake_counting(monkeypatch, cases, cuda_instructions):
 
     monkeypatch.setattr(twolayer.cases, "plan_cases", lambda *args, **kwargs: cases)
     monkeypatch.setattr(counters, "valgrind_version", lambda valgrind: "valgrind-3.19.0")
-    monkeypatch.setattr(counters, "count_ops", lambda plan, work: (
-        {case.id: {"aten_ops": [6, 6], "alloc_bytes": [1024, 1024], "launches": [7, 7] if case.device == "cuda" else None,
-                   "gpu_kernels": [8, 8] if case.device == "cuda" else None, "ops_counted_by": "dispatch_mode"}
-         for case in cases}, None))
+    def ops(plan_path, work, device):
+        assert json.loads(plan_path.read_text())["devices"] == device  # a process a device
+        if device == "cuda" and cuda_ops is not None:
+            raise cuda_ops
+        return ({case.id: {"aten_ops": [6, 6], "alloc_bytes": [1024, 1024],
+                           "launches": [7, 7] if device == "cuda" else None,
+                           "gpu_kernels": [8, 8] if device == "cuda" else None, "ops_counted_by": "dispatch_mode"}
+                 for case in cases if case.device == device}, None)
+
+    monkeypatch.setattr(counters, "count_ops", ops)
     devices_counted = []
 
     def instructions(plan_path, work, options, device):
@@ -458,6 +464,21 @@ def test_cuda_instructions_that_cannot_be_counted_are_left_empty_with_the_reason
     assert any("cuda: instructions not counted" in line for line in said)
 
 
+def test_cuda_ops_that_cannot_be_counted_leave_the_cpu_counts(tmp_path, monkeypatch):
+    """A cuda error in the native worker (CUPTI refused, a graph capture failing) costs cuda's
+    ops, bytes and launches only; counters.json says why."""
+    cases = cuda_cases() + plan_cases("torch_manual", "cpu", "forward")
+    fake_counting(monkeypatch, cases, None, cuda_ops=CountError("the cuda op count failed (exit 1): CUPTI"))
+    run_dir = count_selection(CountOptions(out=tmp_path), progress=lambda line: None)
+    table = read_counters(run_dir).set_index(["device", "variant", "phase"])
+    assert table.loc[("cpu", "torch_manual", "forward"), "aten_ops"] == 6
+    assert pd.isna(table.loc[("cuda", "torch_manual", "forward"), "aten_ops"])
+    assert table.loc[("cuda", "torch_manual", "forward"), "instructions"] == 1000.0
+    record = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]
+    assert record["not_counted"] == {"aten_ops,alloc_bytes,launches,gpu_kernels/cuda":
+                                     "the cuda op count failed (exit 1): CUPTI"}
+
+
 def test_a_cpu_count_that_fails_fails_the_whole_count_and_writes_nothing(tmp_path, monkeypatch):
     import twolayer.counters as counters
 
@@ -472,14 +493,32 @@ def test_a_cpu_count_that_fails_fails_the_whole_count_and_writes_nothing(tmp_pat
     assert not any(tmp_path.iterdir())
 
 
-def test_a_callgrind_process_past_its_time_is_stopped_with_one_line(tmp_path):
+def test_a_callgrind_process_past_its_time_is_stopped_with_all_it_started(tmp_path):
+    """The worker and what it started (a wrapper that does not exec, inductor's compile workers)."""
+    import os
     import sys
+    import time
 
     from twolayer.counters import run_worker
 
-    with pytest.raises(CountError, match="did not finish within 0.5 s"):
-        run_worker([sys.executable, "-c", "import time; time.sleep(30)"], "cuda instruction", tmp_path / "log",
-                   timeout_s=0.5)
+    child = tmp_path / "child.pid"
+    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+              f"open({str(child)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    with pytest.raises(CountError, match="did not finish within 2 s"):
+        run_worker([sys.executable, "-c", script], "cuda instruction", tmp_path / "log", timeout_s=2)
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # killed: gone, or a zombie until init reaps it
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the worker's child outlived the timeout")
 
 
 def test_the_valgrind_given_must_exist(tmp_path, capsys):

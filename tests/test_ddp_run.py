@@ -134,7 +134,9 @@ def rank_process(mark: str, rank: int, within_s: float = 60.0, joined: bool = Tr
         for pid, env in marked(mark):
             if env.get("RANK") == str(rank) and b"rank_pytest" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 if joined:  # into its benchmarks: gloo's connection between the ranks is open
-                    while time.monotonic() < deadline and not connected(pid):
+                    while not connected(pid):
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"rank {rank} never joined")
                         time.sleep(0.1)
                     time.sleep(1.0)
                 return pid

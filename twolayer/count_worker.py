@@ -92,7 +92,10 @@ def count_instructions(plan: dict) -> dict:
     for case in counted_cases(plan):
         started = time.perf_counter()
         call = prepared(case, warmup)
-        jobs.append((case.id, case.device, call.target, call.setup))
+        # on cuda the phase's work without its final synchronisation (`PhaseCall.work`): a host
+        # waiting for the device spins for as long as the device runs, a count that would not repeat
+        counted = call.work if case.device == "cuda" and call.work is not None else call.target
+        jobs.append((case.id, case.device, counted, call.setup))
         seconds[case.id] = time.perf_counter() - started
     for name, device, target, setup in jobs:
         started = time.perf_counter()
@@ -219,6 +222,8 @@ def count_torch_on_cpu(case, calls: int, warmup: int, compiled: bool) -> dict:
         del call
         gc.collect()
     peaks = torch_peak_bytes_per_call(recorded.profiler.kineto_results.events())
+    if len(peaks) != calls:
+        raise SystemExit(f"count_worker: {case.id}: the profiler kept {len(peaks)} of the {calls} counted calls' marks")
     if compiled:
         events = recorded.events()
         ops = [top_level_aten_ops(events, within=f"{COUNTED}{index}") for index in range(calls)]
@@ -227,7 +232,9 @@ def count_torch_on_cpu(case, calls: int, warmup: int, compiled: bool) -> dict:
 
 def numpy_peak_bytes(call, calls: int) -> list[int]:
     """Per counted call, `tracemalloc`'s peak beyond the call's start. Traced from one call before
-    the counted ones, so that the frees of what an earlier call left are counted too, as for torch."""
+    the counted ones, so that the frees of what an earlier call left are counted too, as for torch.
+    Python's own small objects are traced as well: the first counted call may hold a few bytes more
+    than the rest (numpy_manual's iteration: 32), the same in every process."""
     import tracemalloc
 
     peaks = []
@@ -262,7 +269,7 @@ def count_on_cuda(call, compiled: bool, launches_seen: bool) -> dict:
             call.target()
         counted["aten_ops"] = counter.count
     if compiled or launches_seen:
-        recorded = profiled(call, "cuda")
+        recorded = profiled(call, "cuda" if launches_seen else "cpu")  # cuda's activities only where CUPTI works
         if compiled:
             counted["aten_ops"] = top_level_aten_ops(recorded.events())
         if launches_seen:
@@ -280,12 +287,14 @@ def count_ops(plan: dict) -> dict:
     calls, warmup = int(plan["calls"]), int(plan["warmup"])
     counts = {}
     cases = counted_cases(plan)
-    launches_note = profiler_sees_launches() if any(case.device == "cuda" for case in cases) else None
+    launches_wanted = bool({"launches", "gpu_kernels"} & set(plan.get("metrics") or ("launches",)))
+    on_cuda = any(case.device == "cuda" for case in cases)
+    launches_note = profiler_sees_launches() if on_cuda and launches_wanted else None
     for case in cases:
         library, compiled = VARIANTS[case.variant].library, VARIANTS[case.variant].compiles
         if case.device == "cuda" and library == "torch":
             call = prepared(case, warmup)
-            each = [count_on_cuda(call, compiled, launches_note is None) for _ in range(calls)]
+            each = [count_on_cuda(call, compiled, launches_wanted and launches_note is None) for _ in range(calls)]
             counts[case.id] = {metric: [counted[metric] for counted in each] if metric in each[0] else None
                                for metric in ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")}
             counts[case.id]["ops_counted_by"] = "profiler" if compiled else "dispatch_mode"

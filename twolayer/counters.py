@@ -49,6 +49,7 @@ INSTALL_VALGRIND = ("valgrind is not installed: install it (Debian/Ubuntu: `apt-
 # The spread of repeated counts measured on this project's machine: see the README's counters
 # section. A gate's threshold below it would flap.
 DEFAULT_THRESHOLD_PCT = 2.0
+CUDA_CALLGRIND_TIMEOUT_S = 900.0
 
 
 class CountError(Exception):
@@ -72,7 +73,8 @@ class CountOptions:
     out: Path = Path("results")
     valgrind: str = "valgrind"
     # Seconds one device's callgrind process may take. Past it the cpu count fails; on cuda, whose
-    # driver may not run under Valgrind at all, the instructions are left empty with the reason.
+    # driver may not run (or may hang) under Valgrind, the instructions are left empty with the
+    # reason. None: no limit on the cpu, CUDA_CALLGRIND_TIMEOUT_S on cuda.
     callgrind_timeout_s: float | None = None
 
 
@@ -154,11 +156,21 @@ def valgrind_environment() -> dict[str, str]:
 def run_worker(command: list[str], what: str, log: Path, environment: dict[str, str] | None = None,
                timeout_s: float | None = None) -> None:
     with open(log, "w", encoding="utf-8") as handle:
+        # a session of its own: on timeout the worker goes with whatever it started (a valgrind
+        # wrapper that does not exec, inductor's compile workers)
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**worker_environment(), **(environment or {})}, start_new_session=True)
         try:
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
-                                  env={**worker_environment(), **(environment or {})}, check=False, timeout=timeout_s)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             raise CountError(f"the {what} count did not finish within {timeout_s:g} s") from None
+        except BaseException:  # Ctrl-C: nothing of the count is left running
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    done = process
     if done.returncode != 0:
         tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         if done.returncode == -signal.SIGILL:
@@ -179,7 +191,7 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions,
     run_worker([options.valgrind, "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={dumps}/callgrind.out",
                 sys.executable, "-m", "twolayer.count_worker", "instructions", str(plan_path), str(out)],
                f"{device} instruction", work / f"valgrind-{device}.log", valgrind_environment(),
-               options.callgrind_timeout_s)
+               options.callgrind_timeout_s or (CUDA_CALLGRIND_TIMEOUT_S if device != "cpu" else None))
     result = json.loads(out.read_text(encoding="utf-8"))
     files = dumps_in_order(dumps, "callgrind.out")
     # one dump per benchmark, in order; the dump at exit (numbered after them, or unnumbered)
@@ -195,14 +207,14 @@ def count_instructions(plan_path: Path, work: Path, options: CountOptions,
                                        for name, value in result.get("seconds", {}).items()}}
 
 
-def count_ops(plan_path: Path, work: Path) -> tuple[dict[str, dict], str | None]:
-    """The native worker's counts by benchmark id, and why launches were not counted on cuda
-    (None where they were, or where nothing ran on cuda)."""
-    out = work / "ops.json"
+def count_ops(plan_path: Path, work: Path, device: str = "cpu") -> tuple[dict[str, dict], str | None]:
+    """The native worker's counts by benchmark id (of the plan's one device), and why launches
+    were not counted on cuda (None where they were, or where nothing ran on cuda)."""
+    out = work / f"ops-{device}.json"
     # with the environment of the count under Valgrind: inductor then compiles the same kernels
     # natively first, and the count under Valgrind finds them in inductor's cache
-    run_worker([sys.executable, "-m", "twolayer.count_worker", "ops", str(plan_path), str(out)], "op", work / "ops.log",
-               valgrind_environment())
+    run_worker([sys.executable, "-m", "twolayer.count_worker", "ops", str(plan_path), str(out)], f"{device} op",
+               work / f"ops-{device}.log", valgrind_environment())
     result = json.loads(out.read_text(encoding="utf-8"))
     return result["counts"], result.get("launches_note")
 
@@ -262,35 +274,44 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
             raise CountError(INSTALL_VALGRIND)
     plan = {"variants": options.variants, "devices": options.devices, "phases": options.phases,
             "dtypes": options.dtypes, "sizes": options.sizes, "quick": options.quick, "calls": options.calls,
-            "warmup": options.warmup}
+            "warmup": options.warmup, "metrics": list(options.metrics)}
     devices = sorted({case.device for case in cases})
     started = time.time()
     not_counted = {}  # "metric/device": why it is empty there (a tool that cannot run there)
     with tempfile.TemporaryDirectory(prefix="twolayer-count-") as scratch:
         work = Path(scratch)
-        plan_path = work / "plan.json"
-        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+        plans = {}  # one plan a device: each device is counted in processes of its own
+        for device in devices:
+            plans[device] = work / f"plan-{device}.json"
+            plans[device].write_text(json.dumps({**plan, "devices": device}), encoding="utf-8")
         ops, instructions, spent = None, None, {}
         if set(OPS_METRICS) & set(options.metrics):
             progress(f"counting aten ops and bytes allocated{' and launches' if 'cuda' in devices else ''}: "
                      f"{len(cases)} benchmarks, {options.calls} calls each ...")
-            stage = time.time()
-            ops, launches_note = count_ops(plan_path, work)
+            stage, ops = time.time(), {}
+            for device in devices:
+                try:
+                    counted, launches_note = count_ops(plans[device], work, device)
+                except CountError as error:
+                    if device == "cpu":
+                        raise
+                    not_counted[f"{','.join(OPS_METRICS)}/{device}"] = str(error)
+                    progress(f"{device}: aten ops, bytes and launches not counted: {error}")
+                    continue
+                ops.update(counted)
+                if launches_note is not None and {"launches", "gpu_kernels"} & set(options.metrics):
+                    not_counted[f"launches,gpu_kernels/{device}"] = launches_note
+                    progress(f"{device}: {launches_note}")
             spent["ops_s"] = round(time.time() - stage, 1)
-            if launches_note is not None and {"launches", "gpu_kernels"} & set(options.metrics):
-                not_counted["launches/cuda"] = launches_note
-                progress(f"cuda: {launches_note}")
         if valgrind is not None:
             instructions, spent["instructions_s"], spent["import_s"], spent["benchmarks_s"] = {}, 0.0, 0.0, {}
             for device in devices:  # one Valgrind process a device: a driver that fails there loses only its own
-                device_plan = work / f"plan-{device}.json"
-                device_plan.write_text(json.dumps({**plan, "devices": device}), encoding="utf-8")
                 progress(f"counting {device} instructions under callgrind ({valgrind}): "
                          f"{sum(c.device == device for c in cases)} benchmarks in one process; "
                          "importing torch under Valgrind alone takes about a minute ...")
                 stage = time.time()
                 try:
-                    counted, under_valgrind = count_instructions(device_plan, work, options, device)
+                    counted, under_valgrind = count_instructions(plans[device], work, options, device)
                 except CountError as error:
                     if device == "cpu":
                         raise
