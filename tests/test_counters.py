@@ -347,21 +347,14 @@ def test_a_worker_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_path
     assert "illegal instruction" in str(raised.value) and "unhandled instruction bytes: 0x62" in str(raised.value)
 
 
-class ScriptedCall:
-    """A phase call that records its setups and targets; its target runs one real aten op."""
+def scripted_call(log: list):
+    """A phase call that logs its setups and targets; its target runs one real aten op."""
+    import torch
 
-    def __init__(self):
-        import torch
+    from twolayer.phases import PhaseCall
 
-        self.log, self.x = [], torch.ones(2, 2)
-
-    @property
-    def setup(self):
-        return lambda: self.log.append("setup")
-
-    @property
-    def target(self):
-        return lambda: (self.log.append("target"), self.x.mm(self.x))
+    x = torch.ones(2, 2)
+    return PhaseCall(target=lambda: (log.append("target"), x.mm(x)), setup=lambda: log.append("setup"))
 
 
 def test_a_cuda_count_runs_each_measure_on_its_own_call_with_its_setup(monkeypatch):
@@ -371,7 +364,8 @@ def test_a_cuda_count_runs_each_measure_on_its_own_call_with_its_setup(monkeypat
     import twolayer.launches as launches
     from twolayer.count_worker import count_on_cuda
 
-    call = ScriptedCall()
+    log = []
+    call = scripted_call(log)
 
     def peak(phase_call):
         phase_call.setup(), phase_call.target()
@@ -389,10 +383,10 @@ def test_a_cuda_count_runs_each_measure_on_its_own_call_with_its_setup(monkeypat
          ("ampere_sgemm", "kernel", 2000), ("relu", "kernel", 1000), ("copy", "gpu_memcpy", 500)]))
     counted = count_on_cuda(call, compiled=False, launches_seen=True)
     assert counted == {"alloc_bytes": 1536, "aten_ops": 1, "launches": 2, "gpu_kernels": 3}
-    assert call.log == ["setup", "target"] * 3
-    call.log.clear()
+    assert log == ["setup", "target"] * 3
+    log.clear()
     blind = count_on_cuda(call, compiled=False, launches_seen=False)  # no CUPTI: launches left out, not zero
-    assert blind == {"alloc_bytes": 1536, "aten_ops": 1} and call.log == ["setup", "target"] * 2
+    assert blind == {"alloc_bytes": 1536, "aten_ops": 1} and log == ["setup", "target"] * 2
 
 
 def cuda_cases(variants="torch_manual", phases="forward"):

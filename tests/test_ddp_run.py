@@ -217,40 +217,36 @@ def test_a_killed_rank_fails_the_run_at_once_naming_it_and_leaves_nothing(tmp_pa
     assert not (tmp_path / "out").exists() or not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
 
 
-def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_path):
-    """SIGSTOP: the rank neither answers nor dies. Its peer's collective times out; the launcher
-    stops the rest (a stopped rank takes its SIGKILL after torch's 30 s of grace)."""
+def run_with_rank_one_stopped(tmp_path, joined: bool) -> tuple[int, list[str], str, str]:
+    """A run of ddp at world size 2 whose rank 1 is stopped (SIGSTOP: it neither answers nor dies)
+    once it has joined, or before it can; its exit code, our stderr lines, stderr, and its mark."""
     timeout_s = 5
     process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
                               "--collective-timeout-s", str(timeout_s))
-    hung = rank_process(mark, 1)
+    hung = rank_process(mark, 1, joined=joined)
     os.kill(hung, signal.SIGSTOP)
     try:
         code, err, took = finish(process, timeout_s + 45)
     finally:
         if any(pid == hung for pid, _ in marked(mark)):
             os.kill(hung, signal.SIGKILL)
+    return code, our_lines(err), err, mark
+
+
+def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_path):
+    """Its peer's collective times out; the launcher stops the rest (a stopped rank takes its
+    SIGKILL after torch's 30 s of grace)."""
+    code, lines, err, mark = run_with_rank_one_stopped(tmp_path, joined=True)
     assert code == 1
-    lines = our_lines(err)
     assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them" in lines[0], err
     assert not marked(mark), "processes of the run are left"
 
 
 def test_a_rank_that_never_joins_is_named_after_the_timeout(tmp_path):
-    """SIGSTOP before the rank can join (importing torch): rank 0 waits the collective timeout to
-    form the group, then the launcher names the rank that never came, in one line."""
-    timeout_s = 5
-    process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
-                              "--collective-timeout-s", str(timeout_s))
-    hung = rank_process(mark, 1, joined=False)
-    os.kill(hung, signal.SIGSTOP)
-    try:
-        code, err, took = finish(process, timeout_s + 45)
-    finally:
-        if any(pid == hung for pid, _ in marked(mark)):
-            os.kill(hung, signal.SIGKILL)
+    """Stopped while importing torch: rank 0 waits the collective timeout to form the group, then
+    the launcher names the rank that never came, in one line."""
+    code, lines, err, mark = run_with_rank_one_stopped(tmp_path, joined=False)
     assert code == 1
-    lines = our_lines(err)
     assert len(lines) == 1 and "rank(s) 1 of 2 hung or died: rank 0 timed out waiting for them (joining the ranks:" \
         in lines[0], err
     assert not marked(mark), "processes of the run are left"

@@ -41,7 +41,7 @@ COUNTERS_FILE = "counters.json"
 # launches and gpu_kernels: cuda only (the timing side's one profiled call records its own
 # `kernel_launches` and `kernels`; these are the mean of the counted calls)
 METRICS = ("instructions", "aten_ops", "alloc_bytes", "launches", "gpu_kernels")
-OPS_METRICS = ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")  # the native worker's
+OPS_METRICS = tuple(m for m in METRICS if m != "instructions")  # the native worker's
 KEY = ("device", "variant", "phase", "dtype", "dtype_mode", "size")
 INSTALL_VALGRIND = ("valgrind is not installed: install it (Debian/Ubuntu: `apt-get install -y valgrind`; "
                     "macOS: not supported), or count without instructions: --metrics aten_ops,alloc_bytes"
@@ -224,6 +224,20 @@ def per_call(values: list | None) -> float | None:
     return None if values is None else float(np.mean(values))
 
 
+def on_device(device: str, count, metrics: str, what: str, not_counted: dict[str, str], progress):
+    """`count()` of one device's benchmarks. A failure on the cpu fails the whole count; on another
+    device (a driver that cannot run under Valgrind, a profiler refused) it leaves that device's
+    `metrics` empty, with why in `not_counted`, and None is returned."""
+    try:
+        return count()
+    except CountError as error:
+        if device == "cpu":
+            raise
+        not_counted[f"{metrics}/{device}"] = str(error)
+        progress(f"{device}: {what} not counted: {error}")
+        return None
+
+
 def count_rows(cases: list, instructions: dict[str, float] | None, ops: dict[str, dict] | None) -> list[dict]:
     rows = []
     for case in cases:
@@ -290,14 +304,11 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
                      f"{len(cases)} benchmarks, {options.calls} calls each ...")
             stage, ops = time.time(), {}
             for device in devices:
-                try:
-                    counted, launches_note = count_ops(plans[device], work, device)
-                except CountError as error:
-                    if device == "cpu":
-                        raise
-                    not_counted[f"{','.join(OPS_METRICS)}/{device}"] = str(error)
-                    progress(f"{device}: aten ops, bytes and launches not counted: {error}")
+                result = on_device(device, lambda: count_ops(plans[device], work, device), ",".join(OPS_METRICS),
+                                   "aten ops, bytes and launches", not_counted, progress)
+                if result is None:
                     continue
+                counted, launches_note = result
                 ops.update(counted)
                 if launches_note is not None and {"launches", "gpu_kernels"} & set(options.metrics):
                     not_counted[f"launches,gpu_kernels/{device}"] = launches_note
@@ -310,16 +321,12 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
                          f"{sum(c.device == device for c in cases)} benchmarks in one process; "
                          "importing torch under Valgrind alone takes about a minute ...")
                 stage = time.time()
-                try:
-                    counted, under_valgrind = count_instructions(plans[device], work, options, device)
-                except CountError as error:
-                    if device == "cpu":
-                        raise
-                    not_counted[f"instructions/{device}"] = str(error)
-                    progress(f"{device}: instructions not counted: {error}")
+                result = on_device(device, lambda: count_instructions(plans[device], work, options, device),
+                                   "instructions", "instructions", not_counted, progress)
+                spent["instructions_s"] = round(spent["instructions_s"] + time.time() - stage, 1)
+                if result is None:
                     continue
-                finally:
-                    spent["instructions_s"] = round(spent["instructions_s"] + time.time() - stage, 1)
+                counted, under_valgrind = result
                 instructions.update(counted)
                 spent["import_s"] = round(spent["import_s"] + under_valgrind["import_s"], 1)
                 spent["benchmarks_s"].update(under_valgrind["benchmarks_s"])
