@@ -2,7 +2,9 @@
 `--repeat` passes, and the dtype-mode key. No real timing is asserted."""
 
 import json
+import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 from synthetic_runs import bench, constant, write_run
@@ -139,10 +141,11 @@ def test_retiming_is_bounded_and_keeps_the_calmer_timing(tmp_path):
     assert kept["stats"]["median"] == pytest.approx(3e-4) and kept["extra_info"]["retimed"] == 2
 
 
-def passes(tmp_path, medians):
+def passes(tmp_path, medians, canaries=None):
     entries = []
     for index, median in enumerate(medians, 1):
-        entry = with_canary(bench("torch_manual", "forward", constant(median, rounds=20)), 100e-6, 100e-6,
+        canary = canaries[index - 1] if canaries else 100e-6
+        entry = with_canary(bench("torch_manual", "forward", constant(median, rounds=20)), canary, canary,
                             **{"pass": index})
         entry["name"] += f"-pass{index}"
         entries.append(entry)
@@ -157,6 +160,28 @@ def test_passes_are_pooled_into_one_row_with_their_spread(tmp_path):
     assert row["pass_spread"] == pytest.approx(1.2)
     assert row["median_s"] == pytest.approx(110e-6, rel=0.01)
     assert len(row["raw_passes"]) == 3
+    # every statistic is the pooled timings', not the first pass's: each pass alone is 2% wide
+    raw = np.concatenate(row["raw_passes"])
+    q1, q3 = np.percentile(raw, [25, 75])
+    assert row["iqr_s"] == pytest.approx(q3 - q1)
+    assert row["iqr_fraction"] == pytest.approx((q3 - q1) / np.median(raw)) and row["iqr_fraction"] > 0.1
+    assert bool(row["noisy"])
+    assert row["stddev_s"] == pytest.approx(statistics.stdev(raw))  # as pytest-benchmark gives one pass's
+    assert (row["min_s"], row["max_s"], row["mean_s"]) == pytest.approx((raw.min(), raw.max(), raw.mean()))
+
+
+def test_one_disturbed_pass_marks_the_pooled_row_disturbed(tmp_path):
+    """A canary twice its usual in pass 2 only: the pooled row holds pass 2's timings, so it is
+    disturbed, with that pass's ratio, and compare keeps it out of a verdict."""
+    table = load_runs([passes(tmp_path, [100e-6, 100e-6, 100e-6], canaries=[100e-6, 200e-6, 100e-6])])
+    row = table.iloc[0]
+    assert bool(row["disturbed"])
+    assert row["canary_ratio"] == pytest.approx(2.0)
+    (tmp_path / "calm").mkdir()
+    calm = load_runs([passes(tmp_path / "calm", [100e-6] * 3)]).assign(run_id="calm")
+    assert not calm.iloc[0]["disturbed"]
+    verdict = compare_tables(table, calm, 0.05).iloc[0]
+    assert verdict["verdict"] == "inconclusive" and "disturbed in every base run" in verdict["reason"]
 
 
 def test_passes_are_runs_to_compare_so_their_drift_widens_the_interval(tmp_path):

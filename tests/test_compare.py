@@ -1,5 +1,7 @@
 """`twolayer compare`: verdicts on synthetic raw timings, the gate's exit code, and listing the unmatched."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,6 +133,49 @@ def test_different_provenance_is_warned_about(capsys, tmp_path):
     new = write_run(tmp_path / "b.json", [bench("torch_manual", "forward", noise(1e-4))], host="box-b")
     assert main(["compare", str(base), str(new), "--out", str(tmp_path)]) == 0
     assert "warning: machine differs: box-a vs box-b" in capsys.readouterr().err
+
+
+# Every field of summary.csv that says what the code ran on or with (README: the reports), and
+# where a run records it; written out here, not read from the code, so that a field dropped from
+# compare's list turns this red.
+ENVIRONMENT = {"machine": "twolayer_host", "cpu_model": "cpu_model", "hardware": "hardware", "cpu_isa": "cpu_isa",
+               "gpu_model": "gpu_model", "gpu_capability": "gpu_capability", "torch_version": "torch_version",
+               "numpy_version": "numpy_version", "cuda_version": "cuda_version", "torch_blas": "torch_blas",
+               "numpy_blas": "numpy_blas", "python_version": "python_version", "torch_threads": "extra_info",
+               "numpy_threads": "extra_info", "suite_version": "extra_info"}
+
+
+@pytest.mark.parametrize("field", list(ENVIRONMENT))
+def test_every_difference_of_machine_or_software_is_warned_about(capsys, tmp_path, field):
+    base = write_run(tmp_path / "a.json", [bench("torch_manual", "forward", noise(1e-4))])
+    new = write_run(tmp_path / "b.json", [bench("torch_manual", "forward", noise(1e-4))])
+    run = json.loads(new.read_text())
+    if ENVIRONMENT[field] == "extra_info":
+        run["benchmarks"][0]["extra_info"][field] = 99
+    else:
+        run["machine_info"][ENVIRONMENT[field]] = "something else"
+    new.write_text(json.dumps(run))
+    assert main(["compare", str(base), str(new), "--out", str(tmp_path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "differs" in line]
+    assert len(warnings) == 1 and f"warning: {field} differs: " in warnings[0]
+
+
+def mirrored(verdict_text: str) -> str:
+    return {"slower": "faster", "faster": "slower"}.get(verdict_text, verdict_text)
+
+
+@pytest.mark.parametrize("threshold", [0.02, 0.05, 0.10])
+def test_the_verdict_is_the_same_read_either_way_round(threshold):
+    """Swapping base and new turns a ratio r into 1/r: slower and faster swap, nothing else moves.
+    Bounds just inside and just outside each threshold included."""
+    edges = [1 + threshold, 1 / (1 + threshold)]
+    points = sorted({*np.linspace(0.8, 1.25, 46), *(e * f for e in edges for f in (1 - 1e-9, 1 + 1e-9)), 1.0})
+    for low in points:
+        for high in (p for p in points if p >= low):
+            ratio = (low * high) ** 0.5
+            forward = verdict(RatioInterval(ratio, low, high), threshold)
+            backward = verdict(RatioInterval(1 / ratio, 1 / high, 1 / low), threshold)
+            assert backward == mirrored(forward), (low, high, forward, backward)
 
 
 @pytest.mark.parametrize("ratio, low, high, expected", [

@@ -315,3 +315,14 @@ def test_a_failure_while_writing_leaves_every_existing_file(tmp_path, monkeypatc
         write_report(report, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no temporary left behind either
     assert (tmp_path / "summary.csv").read_text() == "old\n"
+
+
+@pytest.mark.parametrize("dirty", [True, False])
+def test_a_run_from_uncommitted_changes_says_so_in_its_commit(tmp_path, dirty):
+    """`commit` names the tree that was measured: a run from a dirty checkout is not its commit's."""
+    path = write_run(tmp_path / "run.json", [bench("torch_manual", "forward", constant(1e-4))])
+    run = json.loads(path.read_text())
+    run["commit_info"] = {"id": "0123456789abcdef" * 2 + "01234567", "dirty": dirty, "time": "2026-11-30T00:00:00+00:00"}
+    path.write_text(json.dumps(run))
+    (commit,) = set(load_runs([path])["commit"])
+    assert commit == "0123456789ab" + ("-dirty" if dirty else "")

@@ -35,8 +35,9 @@ CONFIDENCE = 0.95
 VERDICTS = ("slower", "faster", "inconclusive", "unchanged", "harness", "only_in_base", "only_in_new")  # report order
 GATED_VERDICTS = ("slower", "faster", "unchanged", "inconclusive")
 # Provenance that, when it differs, makes a comparison of apples and oranges.
-PROVENANCE = ("machine", "cpu_model", "hardware", "gpu_model", "gpu_capability", "torch_threads", "numpy_threads",
-              "torch_version", "numpy_version", "suite_version")
+PROVENANCE = ("machine", "cpu_model", "hardware", "cpu_isa", "gpu_model", "gpu_capability", "torch_threads",
+              "numpy_threads", "torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas",
+              "python_version", "suite_version")
 WITHIN_RUN = "within-run"
 BETWEEN_RUNS = "between-runs"
 
