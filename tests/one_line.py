@@ -19,6 +19,17 @@ def our_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.strip() and not is_library_chatter(line)]
 
 
-def assert_one_line(err: str, message: str = "") -> None:
-    lines = our_lines(err)
+BUSY_WARNING = "twolayer run: warning: the machine is busy"
+
+
+def failure_lines(err: str) -> list[str]:
+    """What a command that started running said of its failure: our lines, less the busy-machine
+    warning a run gives before timing starts (on a shared machine it may precede any failure)."""
+    return [line for line in our_lines(err) if not line.startswith(BUSY_WARNING)]
+
+
+def assert_one_line(err: str, message: str = "", started: bool = False) -> None:
+    """One line of ours on stderr; `started`: a run that got as far as timing, so the busy-machine
+    warning may come before its failure line."""
+    lines = failure_lines(err) if started else our_lines(err)
     assert len(lines) == 1 and lines[0].startswith(("twolayer ", "twolayer:")) and message in lines[0], err

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from one_line import assert_one_line, our_lines, run_cli
+from one_line import assert_one_line, failure_lines, run_cli
 from synthetic_runs import bench, constant, write_run
 
 from twolayer.ddp_launch import failure_line
@@ -212,7 +212,7 @@ def test_a_killed_rank_fails_the_run_at_once_naming_it_and_leaves_nothing(tmp_pa
     os.kill(rank_process(mark, 1), signal.SIGKILL)
     code, err, took = finish(process, timeout_s + 10)
     assert code == 1
-    assert_one_line(err, "rank 1 of 2 failed (killed by SIGKILL)")
+    assert_one_line(err, "rank 1 of 2 failed (killed by SIGKILL)", started=True)
     assert not marked(mark), "processes of the run are left"
     assert not (tmp_path / "out").exists() or not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
 
@@ -230,7 +230,7 @@ def run_with_rank_one_stopped(tmp_path, joined: bool) -> tuple[int, list[str], s
     finally:
         if any(pid == hung for pid, _ in marked(mark)):
             os.kill(hung, signal.SIGKILL)
-    return code, our_lines(err), err, mark
+    return code, failure_lines(err), err, mark
 
 
 def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_path):
