@@ -163,6 +163,25 @@ def test_one_step_is_the_sections_update_at_its_rate(name):
                                        rtol=1e-3, atol=8 * eps * np.abs(before[key]).max())
 
 
+# The tutorial builds its optimisers with the rate alone (`torch.optim.SGD(model.parameters(),
+# lr=learning_rate)`, `torch.optim.Adam(model.parameters(), lr=learning_rate)`): everything else is
+# the constructor's default, written out here so that a changed default or argument turns red.
+OPTIMIZER_DEFAULTS = {
+    "torch.optim.SGD": {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False},
+    "torch.optim.Adam": {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "maximize": False},
+}
+
+
+@pytest.mark.parametrize("name", CPU_VARIANTS)
+def test_the_optimiser_has_the_tutorials_settings_beyond_the_rate(name):
+    """Adam's first step is -lr * sign(grad) whatever its betas: the settings are checked as such."""
+    section = TUTORIAL[VARIANTS[name].section]
+    if section.update == "manual":
+        return
+    (group,) = built(name).optimizer.param_groups
+    assert {key: group[key] for key in OPTIMIZER_DEFAULTS[section.update]} == OPTIMIZER_DEFAULTS[section.update]
+
+
 @pytest.mark.parametrize("name", CPU_VARIANTS)
 def test_the_initial_weights_follow_the_sections_initialisation(name):
     section = TUTORIAL[VARIANTS[name].section]

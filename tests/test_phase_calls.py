@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from numpy_trace import operations, trace_arrays
 
 from twolayer.flops import phase_flops
 from twolayer.phases import phase_call
 from twolayer.problem import Problem
-from twolayer.variants import build
+from twolayer.variants import VARIANTS, build
 
 
 class Recorder:
@@ -122,3 +123,79 @@ def test_flops_at_tutorial_size():
     assert 26.0e6 < forward + backward + step < 26.5e6
     assert phase_flops(problem, "step", optimizer="adam") == 12 * 101_000
     assert phase_flops(problem, "forward", bias=True) == forward + 64 * 100 + 64 * 10
+
+
+CPU_VARIANTS = [name for name, info in VARIANTS.items() if "cpu" in info.devices and info.absent_reason is None]
+
+
+def weights_of(variant) -> dict[str, np.ndarray]:
+    model = getattr(variant, "model", None)
+    found = dict(model.named_parameters()) if model is not None else {"w1": variant.w1, "w2": variant.w2}
+    return {key: (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value).astype(np.float64)
+            for key, value in found.items()}
+
+
+def autograd_leaves(variant) -> list[torch.Tensor]:
+    model = getattr(variant, "model", None)
+    found = list(model.parameters()) if model is not None else [variant.w1, variant.w2]
+    return [p for p in found if isinstance(p, torch.Tensor) and p.requires_grad]
+
+
+@pytest.mark.parametrize("name", CPU_VARIANTS)
+def test_each_phase_does_its_own_part_and_no_other(name):
+    """Forward moves neither weights nor gradients, backward no weight, and step moves the weights
+    and leaves autograd's gradients zeroed or dropped for the next backward, as the tutorial's loop
+    does: a phase that did another's work (a `zero_grad` moved into forward, say) times that work
+    in the wrong phase."""
+    variant = build(name, Problem(n=4, d_in=6, hidden=5, d_out=2, dtype="float64", learning_rate=1e-3))
+    variant.forward()
+    variant.backward()
+    weights, gradients = weights_of(variant), variant.gradients()
+    variant.forward()
+    assert_same(weights_of(variant), weights, "forward moved weights")
+    assert_same(variant.gradients(), gradients, "forward touched the gradients")
+    variant.step()
+    assert all(not np.array_equal(weights_of(variant)[key], weights[key]) for key in weights), "step left a weight"
+    for leaf in autograd_leaves(variant):
+        assert leaf.grad is None or not leaf.grad.any(), "step left gradients for the next backward to add to"
+
+
+def test_backward_moves_no_weight():
+    for name in CPU_VARIANTS:
+        variant = build(name, Problem(n=4, d_in=6, hidden=5, d_out=2, dtype="float64", learning_rate=1e-3))
+        variant.forward()
+        weights = weights_of(variant)
+        variant.backward()
+        assert_same(weights_of(variant), weights, f"{name}: backward moved weights")
+
+
+def assert_same(found: dict, expected: dict, message: str) -> None:
+    assert found.keys() == expected.keys(), message
+    for key in expected:
+        np.testing.assert_array_equal(found[key], expected[key], err_msg=f"{message}: {key}")
+
+
+# The numpy operations of each phase, written out from each variant's section (方案一's code, and
+# numpy_fused's buffers): a phase that computed part of another's work (backward's 2 * (y_pred - y)
+# moved into forward, say) would time it in the wrong phase.
+NUMPY_PHASES = {
+    "numpy_manual": {
+        "forward": ["dot", "maximum", "dot", "subtract", "square", "add.reduce"],
+        "backward": ["subtract", "multiply", "dot", "dot", "copy", "less", "setitem", "dot"],
+        "step": ["multiply", "subtract", "multiply", "subtract"],
+    },
+    "numpy_fused": {
+        "forward": ["dot", "maximum", "dot", "subtract", "dot"],  # the loss: diff . diff
+        "backward": ["multiply", "dot", "dot", "less", "copyto", "dot"],  # reuses forward's y_pred - y
+        "step": ["multiply", "subtract", "multiply", "subtract"],
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(NUMPY_PHASES))
+def test_each_numpy_phase_makes_its_sections_operations(name):
+    variant = build(name, Problem(n=4, d_in=6, hidden=5, d_out=2))
+    trace_arrays(variant)
+    found = {phase: operations(getattr(variant, phase)) for phase in ("forward", "backward", "step")}
+    assert found == NUMPY_PHASES[name]
+    assert np.isfinite(variant.loss())
