@@ -164,6 +164,21 @@ def test_the_benchmark_body_times_only_its_phase_and_records_what_it_timed(scrip
     assert benchmark.group == case.group
 
 
+def test_the_thread_counts_recorded_are_each_librarys_own(scripted):
+    """torch's and numpy's BLAS pools set apart (1 and 3 threads): each field reads its own."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    [case] = plan_cases("numpy_manual", "cpu", "forward", None, None)
+    benchmark = FakeBenchmark(scripted)
+    before = torch.get_num_threads()
+    try:
+        with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
+            torch.set_num_threads(1)
+            bench_phases.test_phase(benchmark, case, Budget(), 0)
+    finally:
+        torch.set_num_threads(before)
+    assert (benchmark.extra_info["torch_threads"], benchmark.extra_info["numpy_threads"]) == (1, 3)
+
+
 CPU_CASES = [(name, phase) for name, info in VARIANTS.items()
              if "cpu" in info.devices and info.absent_reason is None for phase in info.phases]
 

@@ -96,3 +96,17 @@ def test_outputs_of_an_earlier_step_are_not_handed_out():
         variant.gradients()
     with pytest.raises(NotImplementedError):
         variant.backward()
+
+
+def test_only_the_first_call_compiles_waits_and_is_costed(monkeypatch):
+    """The first call compiles (timed into `compile_seconds`, then synchronised); every later call
+    goes straight to the compiled code: no wait for the device, no cost overwritten."""
+    clock, syncs, calls = iter(range(100)), [], []
+    monkeypatch.setattr(torch_compile_module.torch, "compile", lambda function, **options: function)
+    monkeypatch.setattr(torch_compile_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(torch_compile_module, "synchronize", syncs.append)
+    costs = {}
+    wrapped = torch_compile_module.CompiledOnFirstCall("forward", lambda a: calls.append(a) or a * 2, "cpu", costs)
+    assert [wrapped.call(k) for k in (1, 2, 3)] == [2, 4, 6] and calls == [1, 2, 3]
+    assert costs == {"forward": 1.0} and syncs == ["cpu"]
+    assert wrapped.call is wrapped.compiled
