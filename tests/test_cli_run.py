@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from one_line import assert_one_line, our_lines, run_cli
-from synthetic_runs import bench, constant, write_run
+from synthetic_runs import DATA, bench, constant, write_run
 
 from twolayer import run as run_module
 from twolayer.devices import device_absent_reason
@@ -268,3 +268,25 @@ def test_compare_refuses_an_interrupted_run_unless_asked(capsys, tmp_path):
     code, _, err = run_cli(capsys, "compare", str(base), str(cut), "--out", str(tmp_path / "c"), "--allow-interrupted")
     assert code == 0, err
     assert (tmp_path / "c" / "compare.csv").is_file()
+
+
+@pytest.mark.parametrize("command", [["run", "--quick"], ["report", "RUN"], ["count", "--metrics", "aten_ops"],
+                                     ["history", "RUN"], ["peak"], ["compare", "RUN", "RUN"]])
+def test_an_out_that_is_a_file_is_one_line_and_nothing_runs(tmp_path, capsys, command):
+    a_file = tmp_path / "results"
+    a_file.write_text("not a directory\n")
+    run = str(DATA / "cpu_run.json")
+    code, _, err = run_cli(capsys, *[run if word == "RUN" else word for word in command], "--out", str(a_file))
+    assert code == 2
+    assert_one_line(err, f"--out {a_file}: not a directory")
+    assert a_file.read_text() == "not a directory\n" and sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monkeypatch):
+    import twolayer.counters as counters
+
+    monkeypatch.setattr(counters, "count_selection", lambda *a, **k: pytest.fail("counted before checking --out"))
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(capsys, "count", "--metrics", "aten_ops", "--out", str(tmp_path / "file" / "below"))
+    assert code == 2
+    assert_one_line(err, "Not a directory")

@@ -73,6 +73,14 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "not JSON" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "compare.csv").exists()
+    emptied = write_run(tmp_path / "emptied.json", [bench("torch_manual", "forward", noise(1e-4))])
+    run = json.loads(emptied.read_text())
+    run["benchmarks"][0]["stats"]["data"] = []
+    emptied.write_text(json.dumps(run))
+    code = main(["compare", str(good), str(emptied)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{emptied}: benchmark test_phase[" in err and "has no raw timings" in err
 
 
 def test_the_interval_is_repeatable_and_brackets_the_ratio():
@@ -126,6 +134,22 @@ def test_harness_rows_are_shown_but_never_gated(capsys, tmp_path):
                                 [empty_call(140e-9), bench("torch_manual", "forward", noise(1e-4, seed=1))])
     assert code == 0
     assert dict(zip(table["variant"], table["verdict"])) == {"torch_manual": "unchanged", "harness_empty": "harness"}
+
+
+def test_a_disturbed_harness_row_is_still_harness_and_its_line_has_no_nan(capsys, tmp_path):
+    """The overhead rows have no dtype or size; disturbed on one side they are still never gated."""
+    def empty_call(median, canary):
+        entry = bench("harness_empty", "overhead", noise(median))
+        entry["extra_info"].update(dtype=None, size=None, flops=0, canary_before_s=canary, canary_after_s=canary)
+        return entry
+
+    forward = bench("torch_manual", "forward", noise(1e-4))
+    forward["extra_info"].update(canary_before_s=100e-6, canary_after_s=100e-6)
+    code, out, _, table = compare(capsys, tmp_path, [empty_call(70e-9, 100e-6), forward],
+                                  [empty_call(70e-9, 900e-6), forward])
+    assert code == 0
+    assert dict(zip(table["variant"], table["verdict"]))["harness_empty"] == "harness"
+    assert "nan" not in out
 
 
 def test_different_provenance_is_warned_about(capsys, tmp_path):

@@ -1,6 +1,7 @@
 """Size sweeps, the learning-rate scaling that keeps them finite, the measured peak, and % of peak."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -223,3 +224,15 @@ def test_peak_command_refuses_an_absent_device(capsys):
         pytest.skip("cuda is present here")
     assert main(["peak", "--devices", "cuda"]) == 2
     assert "cuda is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_peak_command_names_its_cache_only_when_it_wrote_it(tmp_path, capsys, monkeypatch, scripted_peaks, busy):
+    monkeypatch.setattr(peak_module, "machine_state", lambda _: BUSY if busy else QUIET)
+    assert main(["peak", "--devices", "cpu", "--dtypes", "float32", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    named = [line.removeprefix("peak: ") for line in out.splitlines() if line.startswith("peak: ")]
+    if busy:
+        assert named == [] and not list(tmp_path.glob("peak-*.json")) and "were not cached" in err
+    else:
+        assert len(named) == 1 and Path(named[0]).is_file()

@@ -15,11 +15,11 @@ import torch
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.chatter import quiet_library_chatter
 from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
+from twolayer.counters import CUDA_CALLGRIND_TIMEOUT_S, CountOptions
 from twolayer.counters import METRICS as COUNTER_METRICS
-from twolayer.counters import CountOptions
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
-from twolayer.files import write_all_atomically
+from twolayer.files import writable_directory, write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
@@ -269,12 +269,15 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def print_verdicts(table, path: Path, threshold_pct: float) -> None:
     """The verdict table on stdout, the reasons of the inconclusive, and a one-line summary."""
+    import pandas as pd
+
     view = table.assign(base_us=table["base_median_s"] * 1e6, new_us=table["new_median_s"] * 1e6)
     columns = ["verdict", "device", "variant", "phase", "dtype", "size", "base_us", "new_us", "ratio", "ratio_low",
                "ratio_high"]
     print(view[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     for row in table[table["reason"].fillna("") != ""].itertuples():
-        print(f"  {row.verdict}: {row.device} {row.variant} {row.phase} {row.dtype} {row.size}: {row.reason}")
+        label = " ".join(str(v) for v in (row.device, row.variant, row.phase, row.dtype, row.size) if pd.notna(v))
+        print(f"  {row.verdict}: {label}: {row.reason}")
     counts = table["verdict"].value_counts()
     print(f"compare: {path}; {counts.get('slower', 0)} slower, {counts.get('faster', 0)} faster, "
           f"{counts.get('inconclusive', 0)} inconclusive, {counts.get('unchanged', 0)} unchanged beyond "
@@ -332,6 +335,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from twolayer.counters import CountError, count_selection
 
     options = count_options(args, Path(args.out))
+    writable_directory(options.out)  # before the minutes under Valgrind, not after
     try:
         run_dir = count_selection(options)
     except CountError as error:
@@ -365,7 +369,8 @@ def cmd_peak(args: argparse.Namespace) -> int:
         libraries = ", ".join(f"{name} {gflops:.0f}" for name, gflops in peak.square_gflops_by_library.items())
         print(f"{peak.device:<8} {peak.dtype:<8} {peak.square_gflops:>15.1f} {peak.problem_gflops:>16.1f}  "
               f"{libraries}; {peak.device_name}, square {peak.square_n}, {peak.torch_threads} threads")
-    print(f"peak: {cache_path(Path(args.out))}")
+    if not disturbed:
+        print(f"peak: {cache_path(Path(args.out))}")
     return 0
 
 
@@ -402,7 +407,8 @@ def add_counting_options(parser: argparse.ArgumentParser) -> None:
                         help="the valgrind to count instructions with (default: valgrind on PATH)")
     parser.add_argument("--callgrind-timeout", type=positive_float, default=None, metavar="SECONDS",
                         help="most seconds a device's callgrind process may take: past it the cpu count fails, "
-                             "cuda's instructions are left empty with the reason (default: no limit)")
+                             "cuda's instructions are left empty with the reason (default: none on cpu, "
+                             f"{CUDA_CALLGRIND_TIMEOUT_S:.0f} s on cuda)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -565,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        out = getattr(args, "out", None)
+        if out is not None and Path(out).exists() and not Path(out).is_dir():
+            raise UsageError(f"--out {out}: not a directory")
         if args.command == "compare":
             refuse_interrupted(args)
         return args.handler(args)

@@ -147,7 +147,10 @@ def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
         calm = group[~group["disturbed"].fillna(False).astype(bool)]
         runs = [np.asarray(timings, dtype=float) for passes in calm["raw_passes"] for timings in passes]
         if any(run.size == 0 for run in runs):
-            raise ResultsError(f"benchmark {group['benchmark'].iloc[0]} has no raw timings to compare")
+            empty = next(source for source, passes in zip(calm["source"], calm["raw_passes"])
+                         if any(len(timings) == 0 for timings in passes))
+            raise ResultsError(f"{empty}: benchmark {group['benchmark'].iloc[0]} has no raw timings (stats.data) "
+                               "to compare")
         rows.append({**dict(zip(MATCH, key)), "raw_runs": runs, "benchmark": group["benchmark"].iloc[0],
                      "disturbed_runs": len(group) - len(calm), "runs": len(group),
                      "canary_ratio": group["canary_ratio"].max(),
@@ -168,6 +171,8 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
                    "ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan, "interval_kind": "", "reason": ""}
         if row["_merge"] != "both":
             record["verdict"] = "only_in_base" if row["_merge"] == "left_only" else "only_in_new"
+        elif row["phase"] == "overhead" and (not row["raw_runs_base"] or not row["raw_runs_new"]):
+            record["verdict"] = "harness"  # shown, never gated (below), disturbed or not
         elif not row["raw_runs_base"] or not row["raw_runs_new"]:
             side = "base" if not row["raw_runs_base"] else "new"
             record |= {"verdict": "inconclusive",

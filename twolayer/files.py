@@ -63,3 +63,11 @@ def write_all_atomically(files: dict[Path, str | bytes]) -> None:
     finally:
         for temporary in staged.values():
             temporary.unlink(missing_ok=True)
+
+
+def writable_directory(path: Path) -> None:
+    """Make `path` (and its parents) and prove a file can be made there, before a long job whose
+    results would otherwise be lost at the end; the OSError names the path."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
