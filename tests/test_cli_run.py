@@ -180,7 +180,27 @@ def test_fidelity_prints_only_its_own_table():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("variant") and lines[1].startswith("numpy_manual"), result.stdout
-    assert result.stderr == ""
+    # on a shared machine, the busy warning alone (below)
+    assert all(line.startswith("twolayer fidelity: warning: the machine was busy") for line in our_lines(result.stderr))
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_fidelity_on_a_busy_machine_says_so_and_marks_its_rows(capsys, monkeypatch, busy):
+    import twolayer.canary as canary
+    import twolayer.fidelity as fidelity
+    from twolayer.canary import MachineState
+    from twolayer.fidelity import FidelityRow
+
+    states = iter([MachineState(100e-6, 100e-6, 0.1, 0), MachineState(400e-6 if busy else 100e-6, 100e-6, 0.1, 0)])
+    monkeypatch.setattr(canary, "machine_state", lambda _: next(states))
+    monkeypatch.setattr(fidelity, "check_fidelity", lambda names, budget: [FidelityRow("numpy_manual", 2e-4, 1e-4)])
+    code, out, err = run_cli(capsys, "fidelity", "--variants", "numpy_manual")
+    assert code == 0
+    row = out.splitlines()[1]
+    assert row.split()[:4] == ["numpy_manual", "200.0", "100.0", "2.000"]
+    assert row.endswith("(disturbed)") == busy
+    assert [line.startswith("twolayer fidelity: warning: the machine was busy") for line in our_lines(err)] == \
+        ([True] if busy else [])
 
 
 def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):

@@ -384,16 +384,25 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} cannot run its iteration on the cpu here: {device_problem(name, 'cpu')}")
     if args.threads is not None:
         set_threads(args.threads)
+    from twolayer.canary import machine_state
     from twolayer.fidelity import check_fidelity  # pytest and torch.utils.benchmark: only once the input is good
 
+    before = machine_state(Path("results"))
     try:
         rows = check_fidelity(list(names), args.budget_s)
     except RunFailed as error:
         print(f"twolayer fidelity: error: {error}", file=sys.stderr)
         return 1
+    after = machine_state(Path("results"))
+    disturbed = before.busy or after.busy
+    if disturbed:  # the two timers ran at different moments: a busy machine's moments differ
+        print(f"twolayer fidelity: warning: the machine was busy (before: {before.describe()}; after: "
+              f"{after.describe()}); a ratio may then compare two moments rather than two timers: rerun on a "
+              "quiet machine", file=sys.stderr)
     print(f"{'variant':<20} {'suite_median_us':>16} {'timer_median_us':>16} {'ratio':>7}   ({torch.get_num_threads()} threads)")
     for row in rows:
-        print(f"{row.variant:<20} {row.suite_median_s * 1e6:>16.1f} {row.timer_median_s * 1e6:>16.1f} {row.ratio:>7.3f}")
+        print(f"{row.variant:<20} {row.suite_median_s * 1e6:>16.1f} {row.timer_median_s * 1e6:>16.1f} {row.ratio:>7.3f}"
+              + ("  (disturbed)" if disturbed else ""))
     return 0
 
 
