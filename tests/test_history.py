@@ -66,6 +66,20 @@ def test_runs_of_one_commit_are_pooled(tmp_path):
     assert history.table["median_s"].to_numpy() == pytest.approx(BASE_US * 1e-6, rel=0.02)
 
 
+def test_a_run_of_uncommitted_changes_is_not_pooled_into_its_commit(tmp_path):
+    """Its tree was not the commit's: a point of its own, labelled, right after the commit."""
+    medians = {"torch_manual": [BASE_US * 1e-6] * COMMITS}
+    write_history(tmp_path, medians, runs_per_commit=2)
+    dirty = tmp_path / "build-003-1" / "benchmarks.json"
+    run = json.loads(dirty.read_text())
+    run["commit_info"]["dirty"] = True
+    dirty.write_text(json.dumps(run))
+    history = build_history([tmp_path])
+    commits = list(history.table["commit"])
+    assert len(commits) == COMMITS + 1 and commits[3:5] == [commit_id(3), commit_id(3) + "-dirty"]
+    assert list(history.table["runs"])[3:5] == [1, 1]
+
+
 def rates(runs_per_commit: int, trials: int, seed: int) -> tuple[float, float, float]:
     """Share of 20%-step series whose only change is found at the step, within one commit of it,
     and share of flat series given any change point. Each commit's median carries 5% noise,

@@ -84,7 +84,9 @@ def commit_of(path: Path, run: dict) -> tuple[str, pd.Timestamp]:
         stamp = pd.Timestamp(when)
     except ValueError:
         raise HistoryError(f"{path}: commit_info.time {when!r} is not a time") from None
-    return commit[:12], stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+    # a run of uncommitted changes measured no commit: a point of its own, just after its commit
+    label = commit[:12] + ("-dirty" if info.get("dirty") else "")
+    return label, stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
 
 
 def load_history(paths: list[Path]) -> pd.DataFrame:
