@@ -47,12 +47,12 @@ PLANTS = [
           ("twolayer/variants/nn_sequential.py", '            "b2": to_numpy64(second.bias.grad),\n', ""),
           ("twolayer/variants/__init__.py", '"sum", "normal", bias=True)', '"sum", "normal")')),
     plant("sync-in-forward", "variant.loss() (a host sync) inside the timed forward of bench/test_phases.py",
-          ("bench/test_phases.py", "    time_call(benchmark, phase_call(variant, case.phase), budget, case.device,\n",
+          ("bench/test_phases.py", "    plan = time_call(benchmark, phase_call(variant, case.phase), budget, case.device,\n",
            "    call = phase_call(variant, case.phase)\n"
            "    timed = call.target\n"
            "    if case.phase == 'forward':\n"
            "        call = type(call)(lambda: (timed(), variant.loss()), call.setup)\n"
-           "    time_call(benchmark, call, budget, case.device,\n")),
+           "    plan = time_call(benchmark, call, budget, case.device,\n")),
     plant("no-warmup", "pedantic(..., warmup_rounds=0) in bench/harness.py, the planned count still recorded",
           ("bench/harness.py", "rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)",
            "rounds=plan.rounds, warmup_rounds=0)")),
@@ -81,8 +81,7 @@ PLANTS = [
           "the uncounted calls left the profiler then cannot see",
           ("twolayer/count_worker.py", "for index in range(-1, calls):  # call -1", "for index in range(0, calls):  # call -1")),
     plant("cuda-callgrind-failure-fatal", "cuda's instructions failing under Valgrind fails the whole count",
-          ("twolayer/counters.py", '                    if device == "cpu":\n                        raise\n',
-           "                    raise\n")),
+          ("twolayer/counters.py", '        if device == "cpu":\n            raise\n', "        raise\n")),
     # Found by a mutation review (2026-11-30): twelve plausible bugs the suite let through, each now caught.
     plant("adam-betas", "module_linear's Adam with betas (0.9, 0.99) instead of the default (0.9, 0.999)",
           ("twolayer/variants/module_linear.py", "Adam(self.model.parameters(), lr=problem.learning_rate)",
@@ -137,11 +136,15 @@ def copy_checkout(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
+class StalePlant(Exception):
+    """The code a plant edits has changed: the plant must be updated, it proves nothing as it is."""
+
+
 def apply(tree: Path, path: str, old: str, new: str) -> None:
     target = tree / path
     text = target.read_text(encoding="utf-8")
     if old not in text:
-        raise SystemExit(f"plant_bugs: {path} no longer holds {old!r}: update the plant")
+        raise StalePlant(f"{path} no longer holds {old!r}: update the plant")
     target.write_text(text.replace(old, new), encoding="utf-8")
 
 
@@ -181,15 +184,20 @@ def main() -> int:
     if unknown:
         print(f"plant_bugs: unknown plant {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    missed = 0
+    missed = stale_plants = 0
     for plant in PLANTS:
         if names and plant.name not in names:
             continue
-        caught, seconds, first = run_plant(plant)
+        try:
+            caught, seconds, first = run_plant(plant)
+        except StalePlant as stale:
+            stale_plants += 1
+            print(f"STALE   {plant.name:<26} {'':>8}  {plant.what}\n        {stale}", flush=True)
+            continue
         missed += not caught
         print(f"{'caught' if caught else 'MISSED'}  {plant.name:<26} {seconds:6.1f} s  {plant.what}\n        {first}",
               flush=True)
-    return 1 if missed else 0
+    return 1 if missed or stale_plants else 0
 
 
 if __name__ == "__main__":

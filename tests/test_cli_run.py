@@ -305,8 +305,10 @@ def test_an_out_that_is_a_file_is_one_line_and_nothing_runs(tmp_path, capsys, co
 def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monkeypatch):
     import twolayer.counters as counters
 
-    monkeypatch.setattr(counters, "count_selection", lambda *a, **k: pytest.fail("counted before checking --out"))
+    monkeypatch.setattr(counters, "count_ops", lambda *a, **k: pytest.fail("counted before checking --out"))
     (tmp_path / "file").write_text("")
     code, _, err = run_cli(capsys, "count", "--metrics", "aten_ops", "--out", str(tmp_path / "file" / "below"))
     assert code == 2
     assert_one_line(err, "Not a directory")
+    code, _, err = run_cli(capsys, "count", "--variants", "nope", "--out", str(tmp_path / "new"))
+    assert code == 2 and not (tmp_path / "new").exists()  # a bad selection makes no --out either

@@ -10,6 +10,8 @@ replay runs in `.ci/device-check` on a GPU.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from test_gradients import TOLERANCE, reference_for, relative_error
@@ -103,7 +105,7 @@ def test_only_the_first_call_compiles_waits_and_is_costed(monkeypatch):
     goes straight to the compiled code: no wait for the device, no cost overwritten."""
     clock, syncs, calls = iter(range(100)), [], []
     monkeypatch.setattr(torch_compile_module.torch, "compile", lambda function, **options: function)
-    monkeypatch.setattr(torch_compile_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(torch_compile_module, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
     monkeypatch.setattr(torch_compile_module, "synchronize", syncs.append)
     costs = {}
     wrapped = torch_compile_module.CompiledOnFirstCall("forward", lambda a: calls.append(a) or a * 2, "cpu", costs)

@@ -19,7 +19,7 @@ from twolayer.counters import CUDA_CALLGRIND_TIMEOUT_S, CountOptions
 from twolayer.counters import METRICS as COUNTER_METRICS
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
 from twolayer.environment import set_threads
-from twolayer.files import writable_directory, write_all_atomically
+from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
 from twolayer.problem import DTYPES, Problem
@@ -335,7 +335,6 @@ def cmd_count(args: argparse.Namespace) -> int:
     from twolayer.counters import CountError, count_selection
 
     options = count_options(args, Path(args.out))
-    writable_directory(options.out)  # before the minutes under Valgrind, not after
     try:
         run_dir = count_selection(options)
     except CountError as error:

@@ -266,7 +266,7 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
     `options.out` (or into `run_dir`, beside a timing run). Nothing is written if it fails."""
     from twolayer.cases import plan_cases
     from twolayer.environment import git_commit, machine_facts
-    from twolayer.files import write_all_atomically
+    from twolayer.files import writable_directory, write_all_atomically
     from twolayer.run import new_run_id
     from twolayer.variants import VARIANTS
 
@@ -286,6 +286,8 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
         valgrind = valgrind_version(options.valgrind)
         if valgrind is None:
             raise CountError(INSTALL_VALGRIND)
+    if run_dir is None:
+        writable_directory(options.out)  # the selection is good: before the minutes of counting, not after
     plan = {"variants": options.variants, "devices": options.devices, "phases": options.phases,
             "dtypes": options.dtypes, "sizes": options.sizes, "quick": options.quick, "calls": options.calls,
             "warmup": options.warmup, "metrics": list(options.metrics)}

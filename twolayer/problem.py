@@ -67,20 +67,21 @@ class Problem:
 
 
 TUTORIAL = (64, 1000, 100, 10)  # N, D_in, H, D_out of the tutorial, where its SGD rate of 1e-6 was tuned
-# Beyond this many float64 elements (x, W1 and relu(x W1) together, 256 MiB) the curvature is taken
-# from its large-size formula rather than from the arrays themselves.
-CURVATURE_ELEMENTS_LIMIT = 1 << 25
+# Beyond this many elements of x, W1 and relu(x W1) together (8 MiB each in float64), the curvature
+# is taken from its large-size formula, in microseconds, rather than from the arrays.
+CURVATURE_ELEMENTS_LIMIT = 1 << 20
 
 
 def sgd_rate_scale(problem: Problem) -> float:
     """How to scale the tutorial's SGD rate for another size so that training stays finite.
 
-    SGD on the summed L2 loss is stable while the rate stays under 2 / (the loss's curvature), and
-    the tutorial's 1e-6 sits close to that limit at its own size. So the rate is scaled by the
-    tutorial's curvature at the start over this size's (`initial_curvature`): the same fraction of
-    the limit. Where the curvature is larger than the tutorial's it is halved again, because the
-    curvature grows in the first iterations (at 4096x1000x1000x10 the loss climbs 1000-fold before
-    it falls without that). Exactly 1 at the tutorial's size.
+    SGD on the summed L2 loss is stable while the rate stays under about 2 / (the loss's largest
+    curvature), and the tutorial's 1e-6 is near that edge at its own size (scaled with N * D_in * H
+    alone, 118 of 360 small sizes went infinite within ten iterations). So the rate is scaled by
+    the tutorial's `initial_curvature` over this size's: the same place relative to the edge.
+    Where the curvature is larger than the tutorial's it is halved again, because the curvature
+    grows in the first iterations (at 4096x1000x1000x10 the loss climbs 1000-fold before it falls
+    without that). Exactly 1 at the tutorial's size.
     """
     if (problem.n, problem.d_in, problem.hidden, problem.d_out) == TUTORIAL:
         return 1.0
@@ -90,16 +91,18 @@ def sgd_rate_scale(problem: Problem) -> float:
 
 @functools.lru_cache(maxsize=64)
 def initial_curvature(n: int, d_in: int, hidden: int, d_out: int) -> float:
-    """A bound on the largest curvature of the summed L2 loss at the tutorial's initial weights.
+    """A figure proportional to the largest curvature of the summed L2 loss at the start.
 
-    The loss's Gauss-Newton curvature is twice the squared norm of the network's Jacobian, whose
-    two blocks have norms |relu(x W1)| (for W2) and at most |x| |W2| (for W1), |.| the largest
-    singular value; this returns |relu(x W1)|^2 + |x|^2 |W2|^2 for the seed-0 data and `randn`
-    weights (the SGD sections' initialisation), whatever the run's seed, so that a size has one
-    rate. Beyond `CURVATURE_ELEMENTS_LIMIT` the same figure from random-matrix theory: a matrix of
-    N(0, 1) draws of shape a x b has |.|^2 = (sqrt(a) + sqrt(b))^2, and relu(x W1) is a mean of
-    sqrt(D_in / 2 pi) in every entry (a rank-one part of N H D_in / 2 pi) plus spread; it agrees
-    with the arrays' own figure within 1.5% at the sweep's sizes, and is higher at tiny ones.
+    The loss's Gauss-Newton curvature is at most twice the squared norm of the network's Jacobian,
+    whose two blocks have norms |relu(x W1)| (for W2) and at most |x| |W2| (for W1), |.| the
+    largest singular value; this returns |relu(x W1)|^2 + |x|^2 |W2|^2 (half that bound; the
+    Hessian's other term, from the residuals, adds about a tenth at the start) for the seed-0 data
+    and `randn` weights, the SGD sections' initialisation, whatever the run's seed, so that a size
+    has one rate. Beyond `CURVATURE_ELEMENTS_LIMIT` the same figure from random-matrix theory: an
+    a x b matrix of N(0, 1) draws has |.|^2 about (sqrt(a) + sqrt(b))^2, and relu(x W1) holds a
+    mean of sqrt(D_in / 2 pi) in every entry (a rank-one part of N H D_in / 2 pi) plus spread. The
+    formula is within 1.5% of the arrays' figure at the sweep's sizes beyond the tutorial's, 4.6%
+    above it at the tutorial's, and far above it at tiny sizes (where it is not used).
     """
     if n * d_in + d_in * hidden + n * hidden > CURVATURE_ELEMENTS_LIMIT:
         spread = d_in * (0.5 - 1 / (2 * math.pi))
@@ -112,9 +115,15 @@ def initial_curvature(n: int, d_in: int, hidden: int, d_out: int) -> float:
 
 
 def largest_singular_value_squared(matrix: np.ndarray) -> float:
-    """The largest eigenvalue of the smaller of the matrix's two Gram matrices."""
+    """The largest eigenvalue of the smaller of the matrix's two Gram matrices, by Lanczos (ARPACK,
+    from a fixed start, so that every process gets the same figure)."""
+    from scipy.sparse.linalg import eigsh
+
     gram = matrix.T @ matrix if matrix.shape[1] <= matrix.shape[0] else matrix @ matrix.T
-    return float(np.linalg.eigvalsh(gram)[-1])
+    if gram.shape[0] <= 2:
+        return float(np.linalg.eigvalsh(gram)[-1])
+    (value,) = eigsh(gram, k=1, which="LA", v0=np.ones(gram.shape[0]), return_eigenvectors=False)
+    return float(value)
 
 
 def parse_size(text: str) -> tuple[int, int, int, int]:

@@ -112,7 +112,7 @@ def resolve(name: str, problem: Problem) -> Problem:
 
     SGD's rate is scaled with the problem's size (Adam's steps do not grow with the gradient)."""
     info = variant_info(name)
-    scale = sgd_rate_scale(problem) if info.optimizer == "sgd" else 1.0
+    scale = sgd_rate_scale(problem) if info.optimizer == "sgd" and problem.learning_rate is None else 1.0
     return problem.with_defaults(info.default_dtype, info.learning_rate * scale)
 
 
