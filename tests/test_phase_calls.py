@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 from numpy_trace import operations, trace_arrays
+from test_faithfulness import CPU_VARIANTS, as_numpy, parameters
 
 from twolayer.flops import phase_flops
 from twolayer.phases import phase_call
 from twolayer.problem import Problem
-from twolayer.variants import VARIANTS, build
+from twolayer.variants import build
 
 
 class Recorder:
@@ -125,14 +126,8 @@ def test_flops_at_tutorial_size():
     assert phase_flops(problem, "forward", bias=True) == forward + 64 * 100 + 64 * 10
 
 
-CPU_VARIANTS = [name for name, info in VARIANTS.items() if "cpu" in info.devices and info.absent_reason is None]
-
-
 def weights_of(variant) -> dict[str, np.ndarray]:
-    model = getattr(variant, "model", None)
-    found = dict(model.named_parameters()) if model is not None else {"w1": variant.w1, "w2": variant.w2}
-    return {key: (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value).astype(np.float64)
-            for key, value in found.items()}
+    return {key: as_numpy(value) for key, value in parameters(variant).items()}
 
 
 def autograd_leaves(variant) -> list[torch.Tensor]:

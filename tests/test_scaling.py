@@ -50,11 +50,13 @@ def test_sgd_trains_finite_at_small_and_odd_sizes(name):
 
 
 def test_the_curvature_beyond_the_arrays_limit_is_the_large_size_formula(monkeypatch):
-    size = parse_size(SWEEP_SIZES[-1])
-    from_arrays = initial_curvature(*size)
+    size = parse_size(SWEEP_SIZES[-1])  # beyond the limit: raised for the arrays' figure, then lowered
     initial_curvature.cache_clear()
-    monkeypatch.setattr(problem_module, "CURVATURE_ELEMENTS_LIMIT", 0)
+    monkeypatch.setattr(problem_module, "CURVATURE_ELEMENTS_LIMIT", 1 << 40)
     try:
+        from_arrays = initial_curvature(*size)
+        initial_curvature.cache_clear()
+        monkeypatch.setattr(problem_module, "CURVATURE_ELEMENTS_LIMIT", 0)
         assert initial_curvature(*size) == pytest.approx(from_arrays, rel=0.015)
         assert initial_curvature(100_000, 100_000, 100_000, 10) > 0  # no arrays: nothing allocated
     finally:

@@ -25,12 +25,15 @@ def skip_unless_usable(name, device):
         pytest.skip(reason)
 
 
-def trajectory(name, problem, iterations, device="cpu"):
+def trajectory(name, problem, iterations, device="cpu", after_forward=None):
+    """The losses of `iterations` iterations; `after_forward(variant)` is called after each forward."""
     variant = build(name, resolve(name, problem), device)
     losses = []
     for _ in range(iterations):
         variant.forward()
         losses.append(variant.loss())
+        if after_forward is not None:
+            after_forward(variant)
         variant.backward()
         variant.step()
     return losses
@@ -64,17 +67,10 @@ def test_bitwise_identical_pairs(first, second, dtype):
     if first == "torch_manual" and not clamp_passes_gradient_at_zero():
         # bit for bit up to the first forward whose h holds an exact zero: there the hand-written
         # backward passes the gradient and autograd's clamp, in this torch, does not
-        manual = build(first, resolve(first, problem), "cpu")
-        losses, first_zero = [], None
-        for index in range(100):
-            manual.forward()
-            losses.append(manual.loss())
-            if first_zero is None and bool((manual.h == 0).any()):
-                first_zero = index
-            manual.backward()
-            manual.step()
-        assert losses[:None if first_zero is None else first_zero + 1] == \
-            trajectory(second, problem, 100)[:None if first_zero is None else first_zero + 1]
+        zeros = []
+        losses = trajectory(first, problem, 100, after_forward=lambda v: zeros.append(bool((v.h == 0).any())))
+        cut = zeros.index(True) + 1 if True in zeros else None
+        assert losses[:cut] == trajectory(second, problem, 100)[:cut]
         return
     assert trajectory(first, problem, 100) == trajectory(second, problem, 100)
 

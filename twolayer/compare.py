@@ -169,30 +169,29 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
         record = {c: row[c] for c in MATCH}
         record |= {"base_median_s": row["median_s_base"], "new_median_s": row["median_s_new"],
                    "ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan, "interval_kind": "", "reason": ""}
+        timed_both = row["_merge"] == "both" and bool(row["raw_runs_base"]) and bool(row["raw_runs_new"])
+        if timed_both:
+            interval = median_ratio_interval(row["raw_runs_base"], row["raw_runs_new"])
+            record |= {"ratio": interval.ratio, "ratio_low": interval.low, "ratio_high": interval.high,
+                       "interval_kind": interval.kind}
         if row["_merge"] != "both":
             record["verdict"] = "only_in_base" if row["_merge"] == "left_only" else "only_in_new"
-        elif row["phase"] == "overhead" and (not row["raw_runs_base"] or not row["raw_runs_new"]):
-            record["verdict"] = "harness"  # shown, never gated (below), disturbed or not
-        elif not row["raw_runs_base"] or not row["raw_runs_new"]:
+        elif row["phase"] == "overhead":
+            # the harness's own rows are tens of nanoseconds, a few clock ticks: shown, never gated,
+            # disturbed or not
+            record["verdict"] = "harness"
+        elif not timed_both:
             side = "base" if not row["raw_runs_base"] else "new"
             record |= {"verdict": "inconclusive",
                        "reason": f"disturbed in every {side} run (canary {row[f'canary_ratio_{side}']:.2f}x the "
                                  "reference): the machine was busy; rerun on a quiet machine or use the paired gate"}
         else:
-            interval = median_ratio_interval(row["raw_runs_base"], row["raw_runs_new"])
-            record |= {"ratio": interval.ratio, "ratio_low": interval.low, "ratio_high": interval.high,
-                       "interval_kind": interval.kind}
-            if row["phase"] == "overhead":
-                # the harness's own rows are tens of nanoseconds, a few clock ticks: shown, never gated
-                record["verdict"] = "harness"
-            else:
-                record["verdict"] = verdict(interval, threshold)
-                if record["verdict"] == "inconclusive":
-                    record["reason"] = straddle_reason(interval, threshold)
-                left_out = int(row["disturbed_runs_base"] + row["disturbed_runs_new"])
-                if left_out:
-                    record["reason"] = "; ".join(filter(None, [record["reason"],
-                                                               f"{left_out} disturbed run(s) left out"]))
+            record["verdict"] = verdict(interval, threshold)
+            if record["verdict"] == "inconclusive":
+                record["reason"] = straddle_reason(interval, threshold)
+            left_out = int(row["disturbed_runs_base"] + row["disturbed_runs_new"])
+            if left_out:
+                record["reason"] = "; ".join(filter(None, [record["reason"], f"{left_out} disturbed run(s) left out"]))
         rows.append(record)
     out = pd.DataFrame(rows)
     out.insert(0, "new_run_id", new_ids)

@@ -94,7 +94,7 @@ def count_instructions(plan: dict) -> dict:
         call = prepared(case, warmup)
         # on cuda the phase's work without its final synchronisation (`PhaseCall.work`): a host
         # waiting for the device spins for as long as the device runs, a count that would not repeat
-        counted = call.work if case.device == "cuda" and call.work is not None else call.target
+        counted = (call.work or call.target) if case.device == "cuda" else call.target
         jobs.append((case.id, case.device, counted, call.setup))
         seconds[case.id] = time.perf_counter() - started
     for name, device, target, setup in jobs:
@@ -133,6 +133,16 @@ class OpCounter:
 
         self.count = 0
         self.mode = Mode
+
+
+def dispatched_ops(call) -> int:
+    """The aten operators one call of the phase dispatches, its setup run first, outside the count."""
+    if call.setup is not None:
+        call.setup()
+    counter = OpCounter()
+    with counter.mode():
+        call.target()
+    return counter.count
 
 
 COUNTED = "twolayer.counted."  # the profiler annotation of the n-th counted call: COUNTED + str(n)
@@ -201,15 +211,8 @@ def count_torch_on_cpu(case, calls: int, warmup: int, compiled: bool) -> dict:
     from torch.profiler import ProfilerActivity, profile, record_function
 
     call = prepared(case, warmup)
-    ops = []
-    if not compiled:  # outside the recording: a dispatch mode and the profiler are kept apart
-        for _ in range(calls):
-            if call.setup is not None:
-                call.setup()
-            counter = OpCounter()
-            with counter.mode():
-                call.target()
-            ops.append(counter.count)
+    # outside the recording: a dispatch mode and the profiler are kept apart
+    ops = [] if compiled else [dispatched_ops(call) for _ in range(calls)]
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
         for index in range(-1, calls):  # call -1: what the counted calls free is allocated here
             if call.setup is not None:
@@ -262,12 +265,7 @@ def count_on_cuda(call, compiled: bool, launches_seen: bool) -> dict:
 
     counted = {"alloc_bytes": phase_peak_bytes(call)}
     if not compiled:
-        counter = OpCounter()
-        if call.setup is not None:
-            call.setup()
-        with counter.mode():
-            call.target()
-        counted["aten_ops"] = counter.count
+        counted["aten_ops"] = dispatched_ops(call)
     if compiled or launches_seen:
         recorded = profiled(call, "cuda" if launches_seen else "cpu")  # cuda's activities only where CUPTI works
         if compiled:
@@ -295,14 +293,11 @@ def count_ops(plan: dict) -> dict:
         if case.device == "cuda" and library == "torch":
             call = prepared(case, warmup)
             each = [count_on_cuda(call, compiled, launches_wanted and launches_note is None) for _ in range(calls)]
-            counts[case.id] = {metric: [counted[metric] for counted in each] if metric in each[0] else None
-                               for metric in ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")}
-            counts[case.id]["ops_counted_by"] = "profiler" if compiled else "dispatch_mode"
-            continue
-        if case.device == "cuda":  # jax on cuda: its buffers are XLA's, which neither counter sees
-            counts[case.id] = {"aten_ops": None, "alloc_bytes": None, "ops_counted_by": None}
-            continue
-        if library == "torch":  # built, and let go inside the recording, there
+            counted = {metric: [counted[metric] for counted in each] if metric in each[0] else None
+                       for metric in ("aten_ops", "alloc_bytes", "launches", "gpu_kernels")}
+        elif case.device == "cuda":  # jax on cuda: its buffers are XLA's, which neither counter sees
+            counted = {"aten_ops": None, "alloc_bytes": None}
+        elif library == "torch":  # built, and let go inside the recording, there
             counted = count_torch_on_cpu(case, calls, warmup, compiled)
         else:
             counted = {"aten_ops": None, "alloc_bytes": numpy_peak_bytes(prepared(case, warmup), calls)}

@@ -162,22 +162,19 @@ def run_worker(command: list[str], what: str, log: Path, environment: dict[str, 
                                    env={**worker_environment(), **(environment or {})}, start_new_session=True)
         try:
             process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except BaseException as error:  # past its time, or Ctrl-C: nothing of the count is left running
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            raise CountError(f"the {what} count did not finish within {timeout_s:g} s") from None
-        except BaseException:  # Ctrl-C: nothing of the count is left running
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            if isinstance(error, subprocess.TimeoutExpired):
+                raise CountError(f"the {what} count did not finish within {timeout_s:g} s") from None
             raise
-    done = process
-    if done.returncode != 0:
+    if process.returncode != 0:
         tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        if done.returncode == -signal.SIGILL:
+        if process.returncode == -signal.SIGILL:
             raise CountError(f"the {what} count died of an illegal instruction: code built for an instruction set "
                              "that Valgrind does not emulate (AVX-512?); "
                              + next((line for line in tail if "unhandled instruction" in line), tail[-1] if tail else ""))
-        raise CountError(f"the {what} count failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
+        raise CountError(f"the {what} count failed (exit {process.returncode}): {tail[-1] if tail else 'no output'}")
 
 
 def count_instructions(plan_path: Path, work: Path, options: CountOptions,
@@ -312,7 +309,7 @@ def count_selection(options: CountOptions, run_dir: Path | None = None,
                     continue
                 counted, launches_note = result
                 ops.update(counted)
-                if launches_note is not None and {"launches", "gpu_kernels"} & set(options.metrics):
+                if launches_note is not None:  # the worker has one only where launches were asked for
                     not_counted[f"launches,gpu_kernels/{device}"] = launches_note
                     progress(f"{device}: {launches_note}")
             spent["ops_s"] = round(time.time() - stage, 1)

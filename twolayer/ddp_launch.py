@@ -19,14 +19,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from twolayer.rank_pytest import ERRORS_DIR, JOINING
+from twolayer.rank_pytest import ERRORS_DIR, JOINING, error_file
 
 FAILED_EXIT = 1
 
 
 def rank_error(log_dir: Path, rank: int) -> str | None:
     """The first failure rank `rank` reported (`twolayer.rank_pytest`), one line; None if none."""
-    path = log_dir / f"rank-{rank}.error"
+    path = error_file(log_dir, rank)
     return path.read_text(encoding="utf-8").strip()[:400] if path.is_file() else None
 
 

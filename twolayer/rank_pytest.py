@@ -14,6 +14,11 @@ ERRORS_DIR = "TWOLAYER_RANK_ERRORS"  # set by twolayer.ddp_launch: where each ra
 JOINING = "joining the ranks: "  # how a failure before the first test begins (bench/conftest.py)
 
 
+def error_file(folder: Path, rank: int) -> Path:
+    """Where rank `rank` leaves its first failure, one line, for the launcher."""
+    return Path(folder) / f"rank-{rank}.error"
+
+
 class FirstFailure:
     """A pytest plugin: the first failing test's error, one line, into `<dir>/rank-<rank>.error`,
     for the launcher's one-line report."""
@@ -34,7 +39,7 @@ def record_failure(message: str) -> None:
     where `FirstFailure` would have put a test's: the launcher reads it the same way."""
     folder = os.environ.get(ERRORS_DIR)
     if folder:
-        path = Path(folder) / f"rank-{os.environ.get('RANK', '0')}.error"
+        path = error_file(folder, int(os.environ.get("RANK", "0")))
         if not path.exists():
             path.write_text(message, encoding="utf-8")
 
@@ -68,7 +73,7 @@ def main() -> None:
     import pytest
 
     rank = int(os.environ.get("RANK", "0"))
-    plugins = [FirstFailure(Path(os.environ[ERRORS_DIR]) / f"rank-{rank}.error")] if os.environ.get(ERRORS_DIR) else []
+    plugins = [FirstFailure(error_file(os.environ[ERRORS_DIR], rank))] if os.environ.get(ERRORS_DIR) else []
     leave(int(pytest.main(rank_arguments(sys.argv[1:], rank), plugins=plugins)))
 
 

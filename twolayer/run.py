@@ -351,11 +351,12 @@ def run_ranks(options: RunOptions, world_size: int, partial: Path, run_id: str, 
     if suite.interrupted:
         raise RunInterrupted(None, 0)
     named = [line.removeprefix("twolayer run: ") for line in suite.errors if line.startswith("twolayer run: rank")]
-    for line in suite.errors if not (named and suite.returncode != 0) else []:
+    if not (named and suite.returncode != 0):
         # a failure the launcher named is told in its one line: rank 0's own words on it (c10d's
         # timeout warnings, pytest's `ERROR:` of a rank that could not join) would repeat it
-        if not line.startswith("twolayer run: rank"):
-            print(line, file=sys.stderr)
+        for line in suite.errors:
+            if not line.startswith("twolayer run: rank"):
+                print(line, file=sys.stderr)
     if suite.returncode != 0 or not json_path.is_file():
         why = named[0] if named else f"the launcher's exit code {suite.returncode}"
         raise RunFailed(f"ddp at world size {world_size}: {why}; no results were written")
