@@ -205,6 +205,71 @@ def test_disturbed_runs_are_never_pooled_into_a_verdict(tmp_path):
     assert pd.isna(row["ratio_low"])  # no bound from timings no quiet machine produced
 
 
+def canary_run(path, canary_s, medians, hardware=None):
+    """A run without a known quiet canary whose every benchmark saw `canary_s` before and after."""
+    path = write_run(path, [with_canary(bench(variant, phase, constant(median)), canary_s, canary_s)
+                            for (variant, phase), median in medians.items()], run_id=path.stem)
+    if hardware:
+        run = json.loads(path.read_text())
+        run["machine_info"]["hardware"] = hardware
+        path.write_text(json.dumps(run))
+    return path
+
+
+SAME_CODE = {("numpy_manual", "forward"): 1e-4, ("torch_manual", "forward"): 2e-4, ("torch_manual", "step"): 5e-5}
+
+
+def compare_runs(tmp_path, capsys, base, new):
+    code = main(["compare", str(base), str(new), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    return code, err, pd.read_csv(tmp_path / "compare.csv").set_index(["variant", "phase"])
+
+
+def test_a_new_run_slowed_from_start_to_finish_is_no_verdict_even_without_a_quiet_reference(tmp_path, capsys):
+    base = canary_run(tmp_path / "base.json", 100e-6, SAME_CODE)
+    # the same code on a machine 1.3x slower throughout: no benchmark is disturbed against its own run
+    new = canary_run(tmp_path / "new.json", 130e-6, {key: 1.3 * median for key, median in SAME_CODE.items()})
+    assert not load_runs([new])["disturbed"].any()
+    code, err, table = compare_runs(tmp_path, capsys, base, new)
+    assert code == 0  # not called slower
+    assert (table["verdict"] == "inconclusive").all()
+    assert table["machine_ratio"].tolist() == pytest.approx([1.3] * 3)
+    assert all(reason.startswith("slower at 1.300") and "the machine itself ran 1.30x slower in the new run(s) "
+               "(usual canary 130 us new, 100 us base)" in reason for reason in table["reason"])
+    assert err.count("\n") == 1 and "warning: the machine itself ran 1.30x slower in the new run(s)" in err
+
+
+def test_a_verdict_against_the_machine_s_change_of_speed_stands(tmp_path, capsys):
+    base = canary_run(tmp_path / "base.json", 100e-6, SAME_CODE)
+    new = canary_run(tmp_path / "new.json", 130e-6, {("numpy_manual", "forward"): 0.5e-4,  # faster on a slower machine
+                                                     ("torch_manual", "forward"): 2e-4,  # unchanged: could hide a gain
+                                                     ("torch_manual", "step"): 6.5e-5})
+    code, _, table = compare_runs(tmp_path, capsys, base, new)
+    assert code == 0
+    assert table.loc[("numpy_manual", "forward"), "verdict"] == "faster"
+    assert table.loc[("torch_manual", "forward"), "reason"].startswith("unchanged at 1.000")
+    assert table.loc[("torch_manual", "step"), "verdict"] == "inconclusive"
+    # the base was the slower machine: a slowdown stands, a speedup or an unchanged does not
+    code, _, table = compare_runs(tmp_path, capsys, new, base)
+    assert code == 1
+    assert table.loc[("numpy_manual", "forward"), "verdict"] == "slower"
+    assert table.loc[("torch_manual", "step"), "verdict"] == "inconclusive"
+    assert "the machine itself ran 1.30x slower in the base run(s)" in table.loc[("torch_manual", "step"), "reason"]
+
+
+def test_machine_speeds_within_the_canary_margin_or_on_other_hardware_leave_verdicts_alone(tmp_path, capsys):
+    slower_code = {key: 1.5 * median for key, median in SAME_CODE.items()}
+    base = canary_run(tmp_path / "base.json", 100e-6, SAME_CODE)
+    within = canary_run(tmp_path / "within.json", 112e-6, slower_code)
+    code, err, table = compare_runs(tmp_path, capsys, base, within)
+    assert code == 1 and (table["verdict"] == "slower").all() and "machine itself" not in err
+    assert table["machine_ratio"].tolist() == pytest.approx([1.12] * 3)
+    other = canary_run(tmp_path / "other.json", 200e-6, slower_code, hardware="another cpu")
+    code, err, table = compare_runs(tmp_path, capsys, base, other)  # canaries of two cpus say nothing of either
+    assert code == 1 and (table["verdict"] == "slower").all() and table["machine_ratio"].isna().all()
+    assert "hardware differs" in err and "machine itself" not in err
+
+
 def test_two_dtype_modes_of_one_run_are_two_rows_not_a_duplicate(tmp_path):
     tutorial = bench("torch_manual", "forward", constant(1e-4))
     tutorial["extra_info"]["dtype_mode"] = "tutorial"

@@ -14,7 +14,7 @@ import torch
 
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
 from twolayer.chatter import quiet_library_chatter
-from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, provenance_differences
+from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, machine_speed, provenance_differences
 from twolayer.counters import CUDA_CALLGRIND_TIMEOUT_S, CountOptions
 from twolayer.counters import METRICS as COUNTER_METRICS
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
@@ -230,6 +230,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base_table, new_table = load_runs(base), load_runs(new)
     for warning in provenance_differences(base_table, new_table):
         print(f"twolayer compare: warning: {warning}", file=sys.stderr)
+    speed = machine_speed(base_table, new_table)
+    if speed is not None and speed.changed:
+        print(f"twolayer compare: warning: {speed.describe()}; the verdicts that could come from the machine "
+              "are inconclusive", file=sys.stderr)
     table = compare_tables(base_table, new_table, args.threshold / 100)
     if not table["verdict"].isin(GATED_VERDICTS).any():
         raise UsageError("no benchmark is in both runs: nothing to compare (check sizes, dtypes and devices)")

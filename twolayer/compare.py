@@ -17,6 +17,14 @@ rule, an interval above 1 and an estimate above the threshold, was tried: under 
 called identical code 14% slower on an interval of 1.016-1.442.) So is a benchmark
 whose every run on one side was timed on a disturbed machine (the canary says so): those timings
 are never pooled into a verdict, and a disturbed run among several is left out.
+
+A run slowed from start to finish has no disturbed benchmark where the machine's quiet canary is
+not known (a fresh CI runner): its own usual canary is the reference. So the sides' usual canaries
+are also set against each other (`machine_ratio`, new over base, where both sides ran on the same
+hardware with the same threads). Beyond 15% either way the machine itself ran at another speed in
+one side's runs, and the verdicts that speed could have made are `inconclusive`: with the new side
+the slower machine, `slower` and `unchanged` (a busier machine never makes code faster, so a
+`faster` stands); with the base the slower, `faster` and `unchanged`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from twolayer.canary import DISTURBED_CANARY_RATIO
 from twolayer.results import ResultsError
 
 MATCH = ["device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling"]
@@ -137,6 +146,46 @@ def provenance_differences(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     return differences
 
 
+@dataclass(frozen=True)
+class MachineSpeed:
+    """How fast the machine ran in each side's runs: the median over a side's runs of each run's
+    usual canary (`run_canary_s`), and their ratio, new over base."""
+
+    base_canary_s: float
+    new_canary_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.new_canary_s / self.base_canary_s
+
+    @property
+    def changed(self) -> bool:
+        return not 1 / DISTURBED_CANARY_RATIO <= self.ratio <= DISTURBED_CANARY_RATIO
+
+    def untrusted(self, verdict_: str) -> bool:
+        """Whether the machine's change of speed could have made this verdict."""
+        if not self.changed or verdict_ not in ("slower", "faster", "unchanged"):
+            return False
+        return verdict_ != ("faster" if self.ratio > 1 else "slower")
+
+    def describe(self) -> str:
+        slower_side, times = ("new", self.ratio) if self.ratio > 1 else ("base", 1 / self.ratio)
+        return (f"the machine itself ran {times:.2f}x slower in the {slower_side} run(s) (usual canary "
+                f"{self.new_canary_s * 1e6:.0f} us new, {self.base_canary_s * 1e6:.0f} us base)")
+
+
+def machine_speed(base: pd.DataFrame, new: pd.DataFrame) -> MachineSpeed | None:
+    """The sides' machine speeds, where both were measured on the same hardware with the same
+    threads (elsewhere the canaries are not comparable, and `compare` warns of the difference)."""
+    same = ("hardware", "torch_threads", "numpy_threads")
+    if any(set(base[c].dropna().astype(str)) != set(new[c].dropna().astype(str)) for c in same):
+        return None
+    levels = [side.groupby(["run_id", "machine"], sort=False)["run_canary_s"].first().dropna() for side in (base, new)]
+    if any(level.empty for level in levels):
+        return None
+    return MachineSpeed(float(levels[0].median()), float(levels[1].median()))
+
+
 def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
     """One row per benchmark, its raw timings pooled across the runs (and passes) given for one side.
 
@@ -163,6 +212,7 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
 
     Each side may hold several runs of the same code: their raw timings are pooled."""
     base_ids, new_ids = "+".join(base["run_id"].unique()), "+".join(new["run_id"].unique())
+    speed = machine_speed(base, new)
     merged = pool_runs(base).merge(pool_runs(new), on=MATCH, how="outer", suffixes=("_base", "_new"), indicator=True)
     rows = []
     for _, row in merged.iterrows():
@@ -189,6 +239,12 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
             record["verdict"] = verdict(interval, threshold)
             if record["verdict"] == "inconclusive":
                 record["reason"] = straddle_reason(interval, threshold)
+            if speed is not None and speed.untrusted(record["verdict"]):
+                made = record["verdict"]
+                record |= {"verdict": "inconclusive",
+                           "reason": f"{made} at {interval.ratio:.3f} ({interval.low:.3f}-"
+                                     f"{interval.high:.3f}), but {speed.describe()}: the machine could have made "
+                                     "it; time both sides alternately, or use the paired gate"}
             left_out = int(row["disturbed_runs_base"] + row["disturbed_runs_new"])
             if left_out:
                 record["reason"] = "; ".join(filter(None, [record["reason"], f"{left_out} disturbed run(s) left out"]))
@@ -196,6 +252,7 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
     out = pd.DataFrame(rows)
     out.insert(0, "new_run_id", new_ids)
     out.insert(0, "base_run_id", base_ids)
+    out["machine_ratio"] = speed.ratio if speed is not None else np.nan
     out["threshold"] = threshold
     order = {v: i for i, v in enumerate(VERDICTS)}
     out["_order"] = out["verdict"].map(order)

@@ -33,7 +33,8 @@ COLUMNS = (
     "run_id", "machine", "commit", "datetime", "device", "device_name", "variant", "phase", "dtype", "dtype_mode",
     "size", "world_size", "scaling", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s",
     "min_s", "max_s", "rounds",
-    "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "load_avg_1m",
+    "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "run_canary_s",
+    "load_avg_1m",
     "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
     "instructions", "aten_ops", "alloc_bytes", "launches", "gpu_kernels", "device_median_s", "host_share",
     "device_busy_s", "kernel_launches", "kernels", "launch_floor_s", "peak_bytes", "comm_s", "torch_threads",
@@ -272,13 +273,17 @@ def run_rows(run: dict, path: Path) -> list[dict]:
 
 def judge_canaries(rows: pd.DataFrame) -> pd.DataFrame:
     """`canary_ratio` and `disturbed` per benchmark (and pass): its slower canary over the reference,
-    the lower of the run's usual canary and the machine's known quiet one recorded with the run."""
+    the lower of the run's usual canary and the machine's known quiet one recorded with the run.
+    `run_canary_s`: the run's usual canary on that machine (the median over its benchmarks), how
+    fast the machine ran during the run as a whole, which `compare` sets against another run's."""
     rows = rows.copy()
     rows["canary_ratio"] = np.nan
+    rows["run_canary_s"] = np.nan
     for _, group in rows.groupby(["run_id", "machine"], sort=False):
         quiet = group["quiet_canary_s"].dropna()
         reference = canary_reference(list(group["canary_s"]), float(quiet.iloc[0]) if len(quiet) else None)
         rows.loc[group.index, "canary_ratio"] = group["canary_s"] / reference
+        rows.loc[group.index, "run_canary_s"] = canary_reference(list(group["canary_s"]), None)
     rows["disturbed"] = rows["canary_ratio"] > DISTURBED_CANARY_RATIO
     return rows
 
