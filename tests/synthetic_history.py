@@ -19,14 +19,23 @@ def noisy(median_s: float, rng: np.random.Generator, rounds: int = 9, cv: float 
 
 
 def write_history(folder, medians: dict[str, list[float]], seed: int = 0, hardware_from: int | None = None,
-                  torch_from: int | None = None, runs_per_commit: int = 1, reverse_files: bool = False):
+                  torch_from: int | None = None, runs_per_commit: int = 1, reverse_files: bool = False,
+                  canary_s: list[float] | None = None, bursts: frozenset = frozenset()):
     """One run per commit (or several), each `benchmarks.json` in a folder of its own. `medians`
-    maps a variant to its iteration median per commit, in seconds."""
+    maps a variant to its iteration median per commit, in seconds; `canary_s`, the canary every
+    benchmark of a commit's runs saw (none recorded without it). A run in `bursts`, a (commit, run)
+    pair, was hit by a burst throughout: its timings 2x, its canaries 3x its machine's quiet one."""
     rng = np.random.default_rng(seed)
     order = range(COMMITS - 1, -1, -1) if reverse_files else range(COMMITS)
     for n, i in enumerate(order):
         for r in range(runs_per_commit):
-            entries = [bench(variant, "iteration", noisy(series[i], rng)) for variant, series in medians.items()]
+            hit = (i, r) in bursts
+            entries = [bench(variant, "iteration", noisy(series[i] * (2 if hit else 1), rng))
+                       for variant, series in medians.items()]
+            if canary_s is not None:
+                for entry in entries:
+                    entry["extra_info"].update(canary_before_s=canary_s[i] * (3 if hit else 1),
+                                               canary_after_s=canary_s[i] * (3 if hit else 1))
             path = folder / f"build-{n:03d}-{r}" / "benchmarks.json"
             path.parent.mkdir(parents=True)
             write_run(path, entries, run_id=f"run-{i}-{r}")
@@ -37,6 +46,8 @@ def write_history(folder, medians: dict[str, list[float]], seed: int = 0, hardwa
                 run["machine_info"].update(cpu_model="Intel(R) Xeon(R) Processor", hardware="GenuineIntel/6/143/avx512")
             if torch_from is not None and i >= torch_from:
                 run["machine_info"]["torch_version"] = "2.14.1+cpu"
+            if hit:
+                run["twolayer"]["quiet_canary_s"] = canary_s[i]
             path.write_text(json.dumps(run))
     return folder
 

@@ -51,6 +51,43 @@ def test_a_step_where_the_cpu_changed_is_labelled_hardware_and_where_torch_chang
     assert causes == {"torch_manual": (commit_id(5), "hardware"), "torch_autograd": (commit_id(8), "versions")}
 
 
+def test_a_step_where_the_machine_ran_slower_is_labelled_machine_unless_the_code_went_the_other_way(tmp_path):
+    """From commit 6 the runners are 1.3x slower throughout (their usual canary too): no run is
+    disturbed against itself, and nothing in the provenance changed."""
+    rng = np.random.default_rng(4)
+    machine = np.where(np.arange(COMMITS) >= 6, 1.3, 1.0)
+    medians = {"torch_manual": list(series_with_noise(rng, cv=0.02) * machine),
+               "torch_autograd": list(series_with_noise(rng, step_at=3, step=1.25, cv=0.02) * machine),
+               "numpy_manual": list(series_with_noise(rng, step_at=6, step=0.5, cv=0.02) * machine)}
+    history = build_history([write_history(tmp_path, medians, canary_s=list(100e-6 * machine))])
+    changes = history.changes.set_index(["variant", "commit"])
+    assert sorted(changes.index) == sorted([("torch_manual", commit_id(6)), ("torch_autograd", commit_id(3)),
+                                            ("torch_autograd", commit_id(6)), ("numpy_manual", commit_id(6))])
+    assert changes.loc[("torch_manual", commit_id(6)), "cause"] == "machine"
+    assert changes.loc[("torch_manual", commit_id(6)), "machine_step"] == pytest.approx(1.3)
+    assert changes.loc[("torch_autograd", commit_id(3)), "cause"] == "code"
+    assert changes.loc[("torch_autograd", commit_id(6)), "cause"] == "machine"
+    # 0.65x on a machine 1.3x slower: faster code, which no slower machine makes
+    assert changes.loc[("numpy_manual", commit_id(6)), "cause"] == "code"
+    assert list(history.table["run_canary_s"]) == pytest.approx(list(100e-6 * machine) * 3)
+
+
+def test_disturbed_runs_are_left_out_of_their_commit_and_a_commit_with_no_calm_run_out_of_the_search(tmp_path):
+    medians = {"torch_manual": [BASE_US * 1e-6] * COMMITS}
+    # commit 3: one run of two hit by a burst; commits 8-11: every run hit (timings 2x)
+    bursts = frozenset({(3, 1), *((i, r) for i in range(8, COMMITS) for r in range(2))})
+    folder = write_history(tmp_path, medians, runs_per_commit=2, canary_s=[100e-6] * COMMITS, bursts=bursts)
+    history = build_history([folder])
+    table = history.table.set_index("commit")
+    assert table.at[commit_id(3), "runs"] == 1 and not table.at[commit_id(3), "disturbed"]
+    assert table.at[commit_id(3), "median_s"] == pytest.approx(BASE_US * 1e-6, rel=0.03)
+    assert list(history.table["disturbed"]) == [i >= 8 for i in range(COMMITS)]
+    assert table.at[commit_id(9), "median_s"] == pytest.approx(2 * BASE_US * 1e-6, rel=0.03)  # kept, and shown
+    assert history.changes.empty  # four commits at 2x, all disturbed: not a change of the code
+    assert main(["history", str(folder), "--out", str(tmp_path / "out")]) == 0
+    assert "`machine` where the canary stepped" in (tmp_path / "out" / "history.md").read_text()
+
+
 def test_commits_are_ordered_by_commit_time_not_by_file_order(tmp_path):
     rng = np.random.default_rng(11)
     medians = {"torch_manual": list(series_with_noise(rng, step_at=4, cv=0.02))}

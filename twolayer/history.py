@@ -16,7 +16,13 @@ A segment holds at least `MIN_SEGMENT` commits: one commit alone is an outlier u
 confirms it. Each change gets its step (the median of the segment after over the one before), a
 confidence (one minus the permutation p-value) and a cause from provenance: `hardware` where the
 machine (cpu model, ISA, GPU) differs between the commit before and the commit where it starts,
-`versions` where torch, numpy, python or CUDA do, else `code`.
+`versions` where torch, numpy, python or CUDA do, `machine` where the runs' usual canary (how fast
+the machine ran, `run_canary_s`) stepped the same way by over 15% between the two segments (a
+slower fleet of runners, a co-tenant for days), else `code`.
+
+A benchmark timed on a disturbed machine (its canary says so) is left out of its commit's pool;
+where every run of a commit was disturbed, the point is kept, marked `disturbed`, and left out of
+the search for change points.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twolayer.canary import DISTURBED_CANARY_RATIO
 from twolayer.compare import MATCH
 from twolayer.counters import METRICS
 from twolayer.flops import PHASES
@@ -39,9 +46,9 @@ HARDWARE = ["hardware", "cpu_model", "gpu_model"]
 VERSIONS = ["torch_version", "numpy_version", "python_version", "cuda_version"]
 COUNTERS = list(METRICS)
 HISTORY_COLUMNS = [*BENCHMARK, "commit_index", "commit", "commit_time", "median_s", "q1_s", "q3_s", "spread", "runs",
-                   *COUNTERS, *HARDWARE, *VERSIONS]
+                   "disturbed", "run_canary_s", *COUNTERS, *HARDWARE, *VERSIONS]
 CHANGE_COLUMNS = [*BENCHMARK, "commit", "commit_index", "previous_commit", "step", "before_median_s",
-                  "after_median_s", "confidence", "cause"]
+                  "after_median_s", "machine_step", "confidence", "cause"]
 
 MIN_SEGMENT = 2  # commits on each side of a change: one commit alone is an outlier until the next agrees
 # A split this good arises by chance in at most 3% of series with no change (a bump, two changes,
@@ -108,15 +115,22 @@ def load_history(paths: list[Path]) -> pd.DataFrame:
 
 
 def pooled(columns: dict[str, np.ndarray], positions: np.ndarray) -> dict:
-    """The pooled figures of one benchmark at one commit, from its rows' positions in `columns`."""
+    """The pooled figures of one benchmark at one commit, from its rows' positions in `columns`:
+    those of its calm runs, or of all its runs, marked `disturbed`, where none was calm."""
+    calm = positions[~columns["disturbed"][positions]]
+    disturbed = not calm.size
+    positions = positions if disturbed else calm
     raw = columns["raw_s"]
     timings = [np.asarray(raw[p], dtype=float) for p in positions if len(raw[p])]
     pool = np.concatenate(timings) if timings else columns["median_s"][positions]
     q1, median, q3 = np.percentile(pool, [25, 50, 75])
     means = [np.nanmean(c) if np.isfinite(c).any() else np.nan for c in columns["counters"][positions].T]
     first = positions[0]
+    canaries = columns["run_canary_s"][positions]
     return {"median_s": median, "q1_s": q1, "q3_s": q3, "spread": (q3 - q1) / median if median > 0 else np.nan,
-            "runs": len(set(columns["run_id"][positions])), **dict(zip(COUNTERS, means)),
+            "runs": len(set(columns["run_id"][positions])), "disturbed": disturbed,
+            "run_canary_s": float(np.median(canaries[np.isfinite(canaries)])) if np.isfinite(canaries).any() else np.nan,
+            **dict(zip(COUNTERS, means)),
             **{c: columns[c][first] for c in (*HARDWARE, *VERSIONS)}}
 
 
@@ -127,6 +141,8 @@ def history_table(rows: pd.DataFrame) -> pd.DataFrame:
              .reset_index(drop=True))
     index = {commit: i for i, commit in enumerate(order["commit"])}
     columns = {c: rows[c].to_numpy() for c in ("raw_s", "median_s", "run_id", "commit_time", *HARDWARE, *VERSIONS)}
+    columns["disturbed"] = rows["disturbed"].fillna(False).to_numpy(dtype=bool)
+    columns["run_canary_s"] = pd.to_numeric(rows["run_canary_s"], errors="coerce").to_numpy(dtype=float)
     columns["counters"] = rows[COUNTERS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     out = []
     for keys, positions in rows.groupby([*BENCHMARK, "commit"], sort=False, dropna=False).indices.items():
@@ -251,28 +267,40 @@ def change_points(medians: np.ndarray, alpha: float = ALPHA, alpha_within: float
     return sorted(found)
 
 
-def cause_of(before: pd.Series, after: pd.Series) -> str:
+def cause_of(before: pd.Series, after: pd.Series, step: float = np.nan, machine_step: float = np.nan) -> str:
+    """Why a benchmark stepped by `step` between the commits `before` and `after`, where the
+    machine's usual canary stepped by `machine_step` between the segments around them."""
     def differs(columns: list[str]) -> bool:
         return any(not (pd.isna(before[c]) and pd.isna(after[c])) and before[c] != after[c] for c in columns)
 
-    return "hardware" if differs(HARDWARE) else "versions" if differs(VERSIONS) else "code"
+    machine = (np.isfinite(machine_step) and not 1 / DISTURBED_CANARY_RATIO <= machine_step <= DISTURBED_CANARY_RATIO
+               and (machine_step > 1) == (step > 1))  # a slower machine does not make code faster
+    return "hardware" if differs(HARDWARE) else "versions" if differs(VERSIONS) else "machine" if machine else "code"
+
+
+def level(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else np.nan
 
 
 def detect_changes(history: pd.DataFrame) -> pd.DataFrame:
     changes = []
     for keys, series in history.groupby(BENCHMARK, sort=False, dropna=False):
-        series = series.sort_values("commit_index").reset_index(drop=True)
+        series = series[~series["disturbed"].astype(bool)].sort_values("commit_index").reset_index(drop=True)
         medians = series["median_s"].to_numpy(dtype=float)
+        canaries = series["run_canary_s"].to_numpy(dtype=float)
         found = change_points(medians)
         bounds = [0, *(at for at, _ in found), len(series)]
         for (lo, at, hi), (_, confidence) in zip(zip(bounds, bounds[1:], bounds[2:]), found):
             before, after = medians[lo:at], medians[at:hi]
+            step = float(np.median(after) / np.median(before))
+            machine_step = level(canaries[at:hi]) / level(canaries[lo:at])
             changes.append({**dict(zip(BENCHMARK, keys)), "commit": series.at[at, "commit"],
                             "commit_index": int(series.at[at, "commit_index"]),
-                            "previous_commit": series.at[at - 1, "commit"],
-                            "step": float(np.median(after) / np.median(before)),
+                            "previous_commit": series.at[at - 1, "commit"], "step": step,
                             "before_median_s": float(np.median(before)), "after_median_s": float(np.median(after)),
-                            "confidence": confidence, "cause": cause_of(series.iloc[at - 1], series.iloc[at])})
+                            "machine_step": machine_step, "confidence": confidence,
+                            "cause": cause_of(series.iloc[at - 1], series.iloc[at], step, machine_step)})
     return pd.DataFrame(changes, columns=CHANGE_COLUMNS)
 
 

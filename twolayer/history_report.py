@@ -41,6 +41,11 @@ def trend_charts(history: History) -> dict[str, bytes]:
         for j, (variant, series) in enumerate(rows.groupby("variant")):
             series = series.sort_values("commit_index")
             colour = colours[j % len(colours)]
+            hit = series["disturbed"].astype(bool)
+            if hit.any():  # timed only on a disturbed machine: shown as a cross, off the line
+                axes.scatter(series.loc[hit, "commit_index"], series.loc[hit, "median_s"] * 1e6, marker="x", s=30,
+                             color=colour, zorder=3)
+            series = series[~hit]
             x = series["commit_index"]
             axes.plot(x, series["median_s"] * 1e6, marker="o", markersize=3, color=colour, label=variant)
             axes.fill_between(x, series["q1_s"] * 1e6, series["q3_s"] * 1e6, color=colour, alpha=0.18, linewidth=0)
@@ -73,20 +78,23 @@ def history_markdown(history: History, charts: dict[str, bytes], note: str = "")
     parts = ["# twolayer history",
              *([note] if note else []),
              f"{commits} commits, {runs} runs, {table.groupby(BENCHMARK, dropna=False).ngroups} benchmarks. "
-             "Medians pool every run of a commit. A change is a step in a benchmark's log medians found by binary "
-             "segmentation (ruptures) and kept where a likelihood-ratio test says a fit that good arises by chance "
-             "in under 3% of series with no change; at least two commits a side. `step` is the median after over "
-             "the median before, `confidence` one minus the test's probability, `cause` `hardware` or `versions` "
-             "where the runs' provenance changed at that commit, else `code`."]
+             "Medians pool every calm run of a commit; a benchmark whose every run of a commit was timed on a "
+             "disturbed machine is a cross on its chart, left out of the search for changes. A change is a step in a "
+             "benchmark's log medians found by binary segmentation (ruptures) and kept where a likelihood-ratio test "
+             "says a fit that good arises by chance in under 3% of series with no change; at least two commits a "
+             "side. `step` is the median after over the median before, `machine_step` the same for the runs' usual "
+             "canary (how fast the machine ran), `confidence` one minus the test's probability, `cause` `hardware` "
+             "or `versions` where the runs' provenance changed at that commit, `machine` where the canary stepped "
+             "the same way by over 15%, else `code`."]
     if changes.empty:
         parts.append("No change points.")
     else:
         view = changes.assign(before_us=changes["before_median_s"] * 1e6, after_us=changes["after_median_s"] * 1e6)
         parts += ["## Changes",
                   markdown_table(view[["device", "variant", "phase", "dtype", "size", "commit", "step", "before_us",
-                                       "after_us", "confidence", "cause"]],
+                                       "after_us", "machine_step", "confidence", "cause"]],
                                  {"step": "{:.3f}", "before_us": "{:.1f}", "after_us": "{:.1f}",
-                                  "confidence": "{:.3f}"})]
+                                  "machine_step": "{:.3f}", "confidence": "{:.3f}"})]
     if charts:
         parts.append("## Trends")
         parts += [f"![{name}]({name})" for name in charts]
