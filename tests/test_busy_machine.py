@@ -74,7 +74,21 @@ def test_a_busy_machine_is_announced_before_timing(tmp_path, capsys, monkeypatch
     assert "2 other threads runnable" in err and len(err.strip().splitlines()) == 1
     monkeypatch.setattr(run_module, "machine_state", lambda out: QUIET)
     run_module.check_machine(RunOptions(out=tmp_path))
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_run_says_when_no_quiet_canary_is_known_and_the_report_gives_each_run_s_canaries(
+        tmp_path, capsys, monkeypatch):
+    unknown = MachineState(canary_s=100e-6, quiet_s=None, load_avg_1m=0.1, others_running=0)
+    monkeypatch.setattr(run_module, "machine_state", lambda out: unknown)
+    run_module.check_machine(RunOptions(out=tmp_path))
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("twolayer run: no quiet canary is known yet") and "twolayer compare" in out
+    for quiet, words in ((None, "canary 41000 us usual, no quiet one known for this machine yet"),
+                         (100e-6, "canary 41000 us usual, 100 us this machine's quiet one")):
+        table = load_runs([busy_run(tmp_path, quiet_canary_s=quiet)])
+        assert table["run_canary_s"].tolist() == pytest.approx([41e-3] * 4)  # the median of the slower canaries
+        assert words in build_report(table, charts=False).markdown()
 
 
 def test_machine_load_counts_other_processes_not_our_own_threads(monkeypatch):

@@ -252,7 +252,7 @@ class Report:
             lines.append(f"- run `{run.run_id}` on {run.machine}: cpu {run.cpu_model}{gpu}; torch {run.torch_version} "
                          f"({run.torch_blas}, {run.torch_threads} threads), numpy {run.numpy_version} "
                          f"({run.numpy_blas}, {run.numpy_threads} threads), python {run.python_version}, "
-                         f"commit {run.commit}")
+                         f"commit {run.commit}{canary_words(run.run_canary_s, run.quiet_canary_s)}")
         return "\n".join(lines)
 
     def files(self, out: Path) -> dict[Path, str | bytes]:
@@ -263,6 +263,16 @@ class Report:
             **{out / name: png for name, png in self.charts.items()},
             out / "report.md": self.markdown(),
         }
+
+
+def canary_words(usual_s: float, quiet_s: float) -> str:
+    """How fast the machine ran in a run, and what its canaries were judged against."""
+    if pd.isna(usual_s):
+        return ""
+    if pd.notna(quiet_s):
+        return f"; canary {usual_s * 1e6:.0f} us usual, {quiet_s * 1e6:.0f} us this machine's quiet one"
+    return (f"; canary {usual_s * 1e6:.0f} us usual, no quiet one known for this machine yet: a run slowed from start "
+            "to finish shows only against another run (`twolayer compare`)")
 
 
 def build_report(table: pd.DataFrame, baseline: str = DEFAULT_BASELINE, charts: bool = True,

@@ -34,7 +34,7 @@ COLUMNS = (
     "size", "world_size", "scaling", "n", "d_in", "hidden", "d_out", "median_s", "iqr_s", "mean_s", "stddev_s",
     "min_s", "max_s", "rounds",
     "iqr_fraction", "noisy", "passes", "pass_spread", "canary_ratio", "disturbed", "retimed", "run_canary_s",
-    "load_avg_1m",
+    "quiet_canary_s", "load_avg_1m",
     "others_running", "compile_s", "flops", "gflops", "peak_gflops", "pct_of_peak", "floor_s",
     "instructions", "aten_ops", "alloc_bytes", "launches", "gpu_kernels", "device_median_s", "host_share",
     "device_busy_s", "kernel_launches", "kernels", "launch_floor_s", "peak_bytes", "comm_s", "torch_threads",

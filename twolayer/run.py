@@ -178,6 +178,10 @@ def check_machine(options: RunOptions) -> MachineState:
     if options.threads is not None:
         set_threads(options.threads)  # the canary runs with the run's own thread count
     state = machine_state(options.out)
+    if state.quiet_s is None:
+        print(f"twolayer run: no quiet canary is known yet for this machine, threads and versions (in {options.out}): "
+              "a run slowed from start to finish can be told only against another run, by `twolayer compare`; this "
+              "run's calmest canaries become the reference", flush=True)
     if state.busy:
         print(f"twolayer run: warning: the machine is busy ({state.describe()}); benchmarks timed while it stays "
               "busy are flagged disturbed, and retimed when it calms down", file=sys.stderr, flush=True)
