@@ -123,6 +123,15 @@ PLANTS = [
            "            start, _ = tracemalloc.get_traced_memory()\n            tracemalloc.reset_peak()\n",
            "            start, _ = tracemalloc.get_traced_memory()\n            tracemalloc.reset_peak()\n"
            "            if call.setup is not None:\n                call.setup()\n")),
+    plant("machine-speed-unchecked", "compare ignores that the machine ran slower in one side's runs",
+          ("twolayer/compare.py", "    speed = machine_speed(base, new)\n    merged =", "    speed = None\n    merged =")),
+    plant("machine-speed-either-way", "compare distrusts a verdict against the machine's change of speed too",
+          ("twolayer/compare.py", '        return verdict_ != ("faster" if self.ratio > 1 else "slower")',
+           "        return True")),
+    plant("history-pools-disturbed", "history pools a commit's disturbed runs with its calm ones",
+          ("twolayer/history.py", "    calm = positions[~columns[\"disturbed\"][positions]]", "    calm = positions")),
+    plant("history-machine-blamed-on-code", "a step where the machine ran slower is labelled code",
+          ("twolayer/history.py", '"machine" if machine else "code"', '"code"')),
 ]
 
 
