@@ -120,8 +120,29 @@ def test_strong_scaling_needs_rows_that_split_evenly():
         shard(np.arange(16), 0, 3)
 
 
+def single_process_gradients(problem: Problem, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The tutorial's hand-written backward of the sum-of-squares loss on rows x, y, in float64."""
+    from twolayer.problem import make_weights
+
+    weights = make_weights(problem, init="normal")
+    w1, w2 = weights.w1.astype(np.float64), weights.w2.astype(np.float64)
+    h = x @ w1
+    h_relu = np.maximum(h, 0)
+    grad_y_pred = 2 * (h_relu @ w2 - y)
+    grad_h = grad_y_pred @ w2.T
+    grad_h[h < 0] = 0
+    return {"w1": x.T @ grad_h, "w2": h_relu.T @ grad_y_pred}
+
+
 def test_weak_scaling_gives_each_rank_its_own_rows_and_averages_their_gradients(tmp_path):
+    from twolayer.variants.ddp import rank_data
+
     first, second = run_ranks(tmp_path, 2, "weak")
     assert first["losses"][0] != second["losses"][0]  # each rank's own N rows
-    for name in ("w1", "w2"):  # after the all-reduce every rank steps with the same (averaged) gradient
+    problem = resolve("nn_sequential_optim", Problem(**PROBLEM))
+    own = [single_process_gradients(problem, *rank_data(problem, rank)) for rank in range(2)]
+    for name in ("w1", "w2"):  # after the all-reduce every rank steps with the mean of the ranks' own gradients
         assert np.array_equal(np.asarray(first["gradients"][name]), np.asarray(second["gradients"][name]))
+        expected = (own[0][name] + own[1][name]) / 2
+        actual = np.asarray(first["gradients"][name])
+        assert np.abs(actual - expected).max() <= 1e-9 * np.abs(expected).max(), name

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from twolayer.cli import main
+from twolayer.compare import bootstrap_medians
 from twolayer.environment import PROJECT_ROOT
 from twolayer.gate import (
     GateError,
@@ -19,11 +20,15 @@ from twolayer.gate import (
     Pairs,
     Processes,
     gate_case,
+    gate_markdown,
     matched_cases,
+    provenance_warnings,
     request_all,
+    result_rows,
     undistributed,
 )
 from twolayer.gate_worker import Worker, serve
+from twolayer.phases import PhaseCall
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
         "phase": "forward", "dtype": "float32", "dtype_mode": "float32", "size": "64x1000x100x10", "skip": None}
@@ -388,3 +393,98 @@ def test_a_request_to_every_worker_is_sent_to_all_before_any_reply_is_read():
     assert [event[:2] for event in events] == [("send", "a"), ("send", "b"), ("receive", "a"), ("request", "whole"),
                                                ("receive", "b")]
     assert events[0][3] == {"devices": "cpu"}
+
+
+def test_a_worker_times_the_call_alone_never_its_setup():
+    now = [0.0]
+
+    def setup():
+        now[0] += 10.0  # a whole iteration, say: never in the value
+
+    def target():
+        now[0] += 1.0
+
+    assert Worker(clock=lambda: now[0]).time_rounds(PhaseCall(target=target, setup=setup), 3) == [1.0, 1.0, 1.0]
+
+
+def test_every_other_instance_starts_with_the_other_side():
+    """ABBA in even instances, BAAB in odd ones: neither side is always the first timed after a build."""
+    machine = Machine()
+    bases, news = sides(machine, 100e-6, 100e-6)
+    log = []
+    for name, group in (("base", bases), ("new", news)):
+        for side in group:
+            def request(op, _side=side, _name=name, **fields):
+                log.append((_name, op, fields.get("instance")))
+                return ScriptedSide.request(_side, op, **fields)
+            side.request = request
+    options = GateOptions(budget_s=0.01, processes=4, retimes=0)
+    gate_case(Processes(bases, news), CASE, options, clock=machine.clock)
+    measured, instance = {}, None
+    for name, op, fields_instance in log:
+        if op == "prepare":
+            instance = fields_instance
+        elif op == "measure":
+            measured.setdefault(instance, []).append(name)
+    assert len(measured) >= 8
+    for instance, names in measured.items():
+        first, second = ("base", "new") if instance % 2 == 0 else ("new", "base")
+        expected = [side for count in range(options.pairs_per_instance)
+                    for side in ((first, second) if count % 2 == 0 else (second, first))]
+        assert names[-len(expected):] == expected, instance  # a process's first instance warms up a block a side first
+
+
+def test_the_interval_over_processes_is_the_central_95_percent_of_the_bootstrap():
+    rng = np.random.default_rng(3)
+    pairs = Pairs(base=list(1 + 0.05 * rng.standard_normal(40)), new=list(1.02 + 0.05 * rng.standard_normal(40)),
+                  instance=[i // 2 for i in range(40)], process=[(i // 2) % 4 for i in range(40)])
+    logs = pairs.instance_log_ratios()
+    medians = bootstrap_medians([group.to_numpy() for _, group in logs.groupby(level="process")],
+                                np.random.default_rng(0))
+    low, high = np.exp(np.percentile(medians, [2.5, 97.5]))
+    interval = pairs.interval()
+    assert (interval.low, interval.high) == pytest.approx((low, high))
+
+
+def scripted_result(machine_after_s=400e-6):
+    machine = Machine()
+    bases, news = sides(machine, 100e-6, 125e-6)
+    canaries = iter([100e-6, machine_after_s])
+    for side in bases:
+        plain = side.request
+        side.request = lambda op, _plain=plain, **fields: (
+            {"canary_s": next(canaries), "load_avg_1m": 1.0, "others_running": 0} if op == "canary"
+            else _plain(op, **fields))
+    return gate_case(Processes(bases, news), CASE, GateOptions(budget_s=0.05, processes=4, retimes=0),
+                     clock=machine.clock)
+
+
+def test_the_gate_s_table_and_markdown_say_which_side_is_which():
+    result = scripted_result()
+    table = result_rows([result], [], [], "base0", "head0", 0.1)
+    row = table.iloc[0]
+    assert row["base_median_s"] == pytest.approx(100e-6, rel=0.05) and row["new_median_s"] == pytest.approx(125e-6, rel=0.05)
+    assert row["canary_before_s"] == 100e-6 and row["canary_after_s"] == 400e-6  # the machine as it was after
+    line = next(line for line in gate_markdown(table, 0.1).splitlines() if line.startswith("| slower"))
+    cells = [cell.strip() for cell in line.split("|")]
+    assert float(cells[7]) == pytest.approx(100, rel=0.05) and float(cells[8]) == pytest.approx(125, rel=0.05)
+    assert float(cells[9]) == pytest.approx(1.25, rel=0.05)
+
+
+@pytest.mark.parametrize("field", ["torch_version", "numpy_version", "cuda_version", "torch_blas", "numpy_blas",
+                                   "torch_threads", "numpy_threads", "hardware", "cpu_isa", "cpu_model", "gpu_model",
+                                   "gpu_capability", "python_version", "suite_version"])
+def test_every_difference_between_the_trees_workers_is_warned_about(field):
+    machine = {"torch_version": "2.13.0", "numpy_version": "2.4.6", "cuda_version": None, "torch_blas": "mkl",
+               "numpy_blas": "openblas", "torch_threads": 2, "numpy_threads": 2, "hardware": "GenuineIntel/6/167",
+               "cpu_isa": "avx512f", "cpu_model": "Xeon", "gpu_model": None, "gpu_capability": None,
+               "python_version": "3.11.7", "twolayer_host": "vm"}
+    base = {"suite_version": 3, "machine": machine}
+    assert provenance_warnings(base, json.loads(json.dumps(base))) == []
+    new = json.loads(json.dumps(base))
+    if field == "suite_version":
+        new["suite_version"] = 4
+    else:
+        new["machine"][field] = "something else"
+    (warning,) = provenance_warnings(base, new)
+    assert warning.startswith(f"{field} differs: ")

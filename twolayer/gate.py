@@ -44,7 +44,15 @@ from typing import Callable, Protocol
 import numpy as np
 import pandas as pd
 
-from twolayer.compare import CONFIDENCE, RatioInterval, bca_interval, bootstrap_medians, straddle_reason, verdict
+from twolayer.compare import (
+    CONFIDENCE,
+    PROVENANCE,
+    RatioInterval,
+    bca_interval,
+    bootstrap_medians,
+    straddle_reason,
+    verdict,
+)
 from twolayer.files import write_all_atomically
 from twolayer.gate_worker import PROTOCOL
 
@@ -491,6 +499,17 @@ def start_sides(base_tree: Path, new_tree: Path, out: Path, processes: int,
     return started[0::2], started[1::2], hellos[0], hellos[1]
 
 
+def provenance_warnings(base_hello: dict, new_hello: dict) -> list[str]:
+    """What differs between the two trees' worker processes beyond the code, as `compare` warns
+    of it (one machine by construction, so not the host): versions, threads, hardware, BLAS."""
+    def facts(hello: dict) -> dict:
+        return {**hello["machine"], "suite_version": hello.get("suite_version")}
+
+    base, new = facts(base_hello), facts(new_hello)
+    return [f"{name} differs: {base.get(name)} vs {new.get(name)}" for name in PROVENANCE
+            if name != "machine" and base.get(name) != new.get(name)]
+
+
 def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, options: GateOptions,
              progress: Callable[[str], None] = print) -> tuple[pd.DataFrame, list[str]]:
     """Gate every benchmark both trees can run; write compare.csv, gate.json and gate.md to `out`.
@@ -535,9 +554,7 @@ def run_gate(base_tree: Path, new_tree: Path, out: Path, selection: dict, option
     finally:
         for side in pool.sides():
             side.close()
-    warnings = [f"{name} differs: {base_hello['machine'].get(name)} vs {new_hello['machine'].get(name)}"
-                for name in ("torch_version", "numpy_version", "torch_threads", "numpy_threads", "hardware")
-                if base_hello["machine"].get(name) != new_hello["machine"].get(name)]
+    warnings = provenance_warnings(base_hello, new_hello)
     table = result_rows(results, only_base, only_new, (base_hello["commit"] or "base")[:12],
                         (new_hello["commit"] or "head")[:12], options.threshold)
     record = {"options": asdict(options), "selection": selection, "base": base_hello, "head": new_hello,
