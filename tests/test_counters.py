@@ -3,6 +3,7 @@ parsing, the deterministic verdict, the join with timings, the reports, and ever
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,9 +20,12 @@ from twolayer.counters import (
     CountOptions,
     callgrind_totals,
     compare_counters,
+    count_instructions,
     count_rows,
     count_selection,
     counters_frame,
+    counters_markdown,
+    counters_report_files,
     dumps_in_order,
     framework_overhead,
     read_counters,
@@ -276,7 +280,59 @@ def test_without_valgrind_count_says_how_to_install_it_and_writes_nothing(tmp_pa
     assert_one_line(err, "unknown metric")
 
 
+def test_instructions_are_each_dump_over_the_calls_counted(tmp_path, monkeypatch):
+    """One dump per benchmark holds all its counted calls: the figure is per call."""
+    import twolayer.counters as counters
+
+    def fake_callgrind(command, what, log, environment=None, timeout_s=None):
+        dumps = Path(next(a for a in command if a.startswith("--callgrind-out-file=")).split("=", 1)[1]).parent
+        Path(command[-1]).write_text(json.dumps({"order": [{"id": "case-a", "device": "cpu"},
+                                                           {"id": EMPTY, "device": "cpu"}],
+                                                 "calls": 4, "threads": 1, "seconds": {}}))
+        write_dump(dumps / "callgrind.out.1", 4000)
+        write_dump(dumps / "callgrind.out.2", 400)
+        write_dump(dumps / "callgrind.out", 0)  # the dump at exit: nothing collected
+
+    monkeypatch.setattr(counters, "run_worker", fake_callgrind)
+    per_call, _ = count_instructions(tmp_path / "plan.json", tmp_path, CountOptions())
+    assert per_call == {"case-a": 1000, f"{EMPTY}/cpu": 100}
+
+
+def test_a_counters_report_says_what_was_counted_in_its_units():
+    record = record_with([row("torch_manual", "forward", 123_456, aten_ops=6, alloc_bytes=102_400)], calls=10, warmup=2)
+    frame = counters_frame(record)
+    assert frame["count_calls"].eq(10).all() and frame["counted_threads"].eq(1).all()
+    report = counters_report_files(frame, Path("out"))[Path("out/report.md")]
+    assert "10 counted calls per benchmark" in report
+    header, _, cells = counters_markdown(frame).split("### cpu float32 64x1000x100x10\n\n")[1].splitlines()[:3]
+    values = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in cells.split("|")]))
+    assert values["forward kinstr"] == "123.5" and values["forward aten_ops"] == "6"
+    assert values["forward alloc_kib"] == "100"  # 102,400 bytes are 100 KiB
+
+
+def test_counts_join_each_run_s_own_timings_when_runs_are_read_together(tmp_path):
+    paths = []
+    for run_id, instructions in (("run-a", 100), ("run-b", 200)):
+        folder = tmp_path / run_id
+        folder.mkdir()
+        run = json.loads((DATA / "cpu_run.json").read_text())
+        run["twolayer"]["run_id"] = run_id
+        (folder / "benchmarks.json").write_text(json.dumps(run))
+        pick = load_runs([folder / "benchmarks.json"]).query("phase != 'overhead'").iloc[0]
+        (folder / COUNTERS_FILE).write_text(json.dumps(record_with(
+            [{**row(pick["variant"], pick["phase"], instructions), "dtype": pick["dtype"],
+              "dtype_mode": pick["dtype_mode"], "size": pick["size"]}], run_id=run_id)))
+        paths.append(folder / "benchmarks.json")
+    table = load_runs(paths)
+    counted = table.dropna(subset=["instructions"]).set_index("run_id")["instructions"]
+    assert counted.to_dict() == {"run-a": 100, "run-b": 200}
+
+
 def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
+    import twolayer.environment as environment
+
+    facts = environment.machine_facts()
+    monkeypatch.setattr(environment, "machine_facts", lambda: {**facts, "torch_threads": 4, "numpy_threads": 4})
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, out, err = run_cli(capsys, "count", "--variants", "torch_manual,numpy_manual", "--phases", "step",
                              "--sizes", TINY, "--metrics", "aten_ops,alloc_bytes", "--calls", "2",
@@ -288,6 +344,8 @@ def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
     assert torch_step["aten_ops"] == 4 and pd.isna(torch_step["instructions"])
     assert pd.isna(table[table["variant"] == "numpy_manual"].iloc[0]["aten_ops"])
     assert table["counted_threads"].eq(1).all()
+    machine = json.loads((run_dir / COUNTERS_FILE).read_text())["twolayer"]["machine"]
+    assert (machine["torch_threads"], machine["numpy_threads"]) == (1, 1)  # what the counts ran with, not the driver
     assert (run_dir / "report.md").is_file() and (run_dir / "summary.csv").is_file()
 
 
