@@ -284,6 +284,30 @@ def test_machine_speeds_within_the_canary_margin_or_on_other_hardware_leave_verd
     assert "hardware differs" in err and "machine itself" not in err
 
 
+def test_a_benchmark_that_shared_its_cores_with_a_co_tenant_is_disturbed_even_with_a_calm_canary(tmp_path, capsys):
+    """On two cores, a one-thread co-tenant left the canary calm and made identical torch steps 1.4x
+    slower: a benchmark that began with another process's threads runnable beyond the cores its own
+    threads left free is disturbed, retimed, and kept out of a verdict."""
+    def run(path, others, threads, median):
+        entries = [with_canary(bench(v, "step", constant(median)), 100e-6, 100e-6, others_running=others)
+                   for v in ("numpy_manual", "torch_manual")]
+        for entry in entries:
+            entry["extra_info"]["torch_threads"] = threads
+        return write_run(path, entries, run_id=path.stem)
+
+    shared = run(tmp_path / "shared.json", others=1, threads=2, median=1.4e-4)  # 2 cores: 1 + 2 threads > 2
+    assert load_runs([shared])["disturbed"].all()
+    assert len(disturbed_benchmarks(json.loads(shared.read_text()))) == 2
+    alone = run(tmp_path / "alone.json", others=1, threads=1, median=1e-4)  # the co-tenant on the core left free
+    assert not load_runs([alone])["disturbed"].any() and disturbed_benchmarks(json.loads(alone.read_text())) == []
+    quiet = run(tmp_path / "quiet.json", others=0, threads=2, median=1e-4)
+    assert main(["compare", str(quiet), str(shared), "--out", str(tmp_path)]) == 0  # never called slower
+    table = pd.read_csv(tmp_path / "compare.csv")
+    assert (table["verdict"] == "inconclusive").all()
+    assert all("disturbed in every new run (canary 1.00x the reference; 1 other threads runnable)" in reason
+               for reason in table["reason"])
+
+
 def test_two_dtype_modes_of_one_run_are_two_rows_not_a_duplicate(tmp_path):
     tutorial = bench("torch_manual", "forward", constant(1e-4))
     tutorial["extra_info"]["dtype_mode"] = "tutorial"

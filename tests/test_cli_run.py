@@ -248,6 +248,33 @@ def test_an_interrupt_before_any_benchmark_keeps_nothing(capsys, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_while_retiming_keeps_every_benchmark_timed_once(tmp_path, monkeypatch):
+    from twolayer.canary import MachineState
+
+    entries = [bench("numpy_manual", "forward", constant(1e-4)), bench("torch_manual", "forward", constant(1e-4))]
+    for entry, canary in zip(entries, (100e-6, 300e-6)):  # the second timed during a burst: to be retimed
+        entry["fullname"] = f"bench/test_phases.py::{entry['name']}"
+        entry["extra_info"].update(canary_before_s=canary, canary_after_s=canary)
+    calm = MachineState(canary_s=100e-6, quiet_s=100e-6, load_avg_1m=0.1, others_running=0)
+    monkeypatch.setattr(run_module, "machine_state", lambda out: calm)
+    monkeypatch.setattr(run_module, "run_local", lambda *args: {"benchmarks": entries, "twolayer": {}})
+    retimings = []
+
+    def interrupted(command):
+        retimings.append(command)
+        return SuiteOutcome(returncode=2, interrupted=True, errors=[], traceback=False)
+
+    monkeypatch.setattr(run_module, "run_pytest", interrupted)
+    with pytest.raises(run_module.RunInterrupted) as raised:
+        run_module.run_suite(run_module.RunOptions(out=tmp_path, variants="numpy_manual,torch_manual",
+                                                   phases="forward", peak=False))
+    assert len(retimings) == 1 and raised.value.args[0].startswith("interrupted; 2 finished benchmarks kept in")
+    (kept,) = tmp_path.glob("*-interrupted")
+    run = json.loads((kept / RESULT_FILE).read_text())
+    assert run["twolayer"]["interrupted"] is True and len(run["benchmarks"]) == 2
+    assert not list(tmp_path.glob(".*.partial"))
+
+
 def test_an_interrupted_suite_keeps_only_the_tests_that_passed(tmp_path):
     partial, run_dir = tmp_path / ".x.partial", tmp_path / "x-interrupted"
     partial.mkdir()
@@ -312,3 +339,19 @@ def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monk
     assert_one_line(err, "Not a directory")
     code, _, err = run_cli(capsys, "count", "--variants", "nope", "--out", str(tmp_path / "new"))
     assert code == 2 and not (tmp_path / "new").exists()  # a bad selection makes no --out either
+
+
+def test_output_to_a_reader_that_goes_away_is_not_called_bad_input():
+    """`twolayer list | head -1`: the exit status of a command whose reader left, and no error."""
+    listing = subprocess.run(f"{sys.executable} -m twolayer train numpy_manual --iterations 500 --every 1 | head -1",
+                             shell=True, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, executable="/bin/bash")
+    assert listing.stdout.count("\n") == 1
+    assert "error" not in listing.stderr and "Broken pipe" not in listing.stderr and "Traceback" not in listing.stderr
+
+
+def test_more_threads_than_cores_is_warned_about():
+    from twolayer.environment import oversubscription
+
+    assert oversubscription(2, cores=2) is None and oversubscription(None, cores=2) is None
+    assert oversubscription(3, cores=2).startswith("--threads 3 is more than the 2 cores")

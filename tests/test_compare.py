@@ -245,3 +245,28 @@ def test_markdown_for_a_pull_request_lists_the_changed_first_and_counts_the_rest
                                                         ["| faster", "cpu", "numpy_manual"]]
     assert "torch_manual" not in text and "1 unchanged" in text
     assert text.rstrip().endswith("Full report: https://example.invalid/run/1")
+
+
+def test_a_run_set_against_itself_says_nothing_of_scipy_s_degenerate_intervals(capsys, tmp_path):
+    run = write_run(tmp_path / "run.json", [bench("torch_manual", "forward", [1e-4] * 5 + [1.1e-4] * 50)])
+    code = main(["compare", str(run), str(run), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and "Warning" not in err and "return fun(" not in err
+    assert pd.read_csv(tmp_path / "compare.csv")["verdict"].tolist() == ["unchanged"]
+
+
+def test_a_disturbed_row_in_the_markdown_has_no_nan(capsys, tmp_path):
+    calm = bench("torch_manual", "forward", noise(1e-4))
+    calm["extra_info"].update(canary_before_s=100e-6, canary_after_s=100e-6)
+    hit = bench("torch_manual", "forward", noise(3e-4, seed=1))
+    hit["extra_info"].update(canary_before_s=100e-6, canary_after_s=100e-6)
+    busy = write_run(tmp_path / "busy.json", [hit], run_id="busy")
+    run = json.loads(busy.read_text())
+    run["twolayer"]["quiet_canary_s"] = 50e-6  # every canary of the run 2x the machine's quiet one
+    busy.write_text(json.dumps(run))
+    markdown = tmp_path / "comment.md"
+    base = write_run(tmp_path / "base.json", [calm], run_id="base")
+    assert main(["compare", str(base), str(busy), "--out", str(tmp_path), "--markdown", str(markdown)]) == 0
+    text = markdown.read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| inconclusive"))
+    assert "nan" not in text and line.replace(" ", "").endswith("|299.2|||")  # no ratio, no interval

@@ -316,6 +316,21 @@ def test_a_base_tree_without_the_worker_is_refused_in_one_line(tmp_path, capsys)
     assert not (tmp_path / "out" / "compare.csv").exists()
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--variants", "bogus", "unknown variant 'bogus'"),
+    ("--phases", "bogus", "unknown phase"),
+    ("--sizes", "1x2x3", "1x2x3"),
+])
+def test_a_bad_selection_is_refused_before_any_worker_starts(tmp_path, capsys, monkeypatch, option, value, message):
+    import twolayer.gate as gate
+
+    monkeypatch.setattr(gate, "start_sides", lambda *args, **kwargs: pytest.fail("workers started"))
+    code = main(["gate", str(PROJECT_ROOT), option, value, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_worker_keeps_stdout_for_the_protocol():
     """A library that prints must not corrupt the replies: the worker moves stdout to stderr."""
     script = ("import twolayer.gate_worker as worker\n"

@@ -88,6 +88,27 @@ def test_disturbed_runs_are_left_out_of_their_commit_and_a_commit_with_no_calm_r
     assert "`machine` where the canary stepped" in (tmp_path / "out" / "history.md").read_text()
 
 
+def test_runs_of_several_world_sizes_make_a_history_with_a_line_each(tmp_path, capsys):
+    """As the README's `twolayer run --variants ddp --world-size 1,2` makes them: one variant, two
+    world sizes, so two series that share their commits."""
+    rng = np.random.default_rng(8)
+    write_history(tmp_path, {"ddp": list(series_with_noise(rng, cv=0.02))})
+    for path in tmp_path.rglob("benchmarks.json"):
+        run = json.loads(path.read_text())
+        second = json.loads(json.dumps(run["benchmarks"][0]))
+        for entry, world_size in ((run["benchmarks"][0], 1), (second, 2)):
+            entry["extra_info"].update(world_size=world_size, scaling="strong")
+            entry["name"] += f"-w{world_size}"
+        second["stats"]["data"] = [t * 0.6 for t in second["stats"]["data"]]
+        second["stats"]["median"] *= 0.6
+        run["benchmarks"].append(second)
+        path.write_text(json.dumps(run))
+    assert main(["history", str(tmp_path), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert sorted(table.groupby("world_size").size().items()) == [(1, COMMITS), (2, COMMITS)]
+    assert list((tmp_path / "out").glob("history-*.png"))
+
+
 def test_commits_are_ordered_by_commit_time_not_by_file_order(tmp_path):
     rng = np.random.default_rng(11)
     medians = {"torch_manual": list(series_with_noise(rng, step_at=4, cv=0.02))}

@@ -83,6 +83,14 @@ def is_disturbed(canary_s: float | None, reference_s: float) -> bool:
     return bool(canary_s and np.isfinite(reference_s) and canary_s > DISTURBED_CANARY_RATIO * reference_s)
 
 
+def contended(extra: dict, cores: int | None) -> bool:
+    """Whether a benchmark began with other processes' threads runnable beyond the cores its own
+    threads left free: a co-tenant sharing its cores, which a calm canary can miss (a single-thread
+    co-tenant on two cores left the canary calm and made identical torch steps 1.4x slower)."""
+    others, threads = extra.get("others_running"), extra.get("torch_threads")
+    return bool(others and cores and threads and others + threads > cores)
+
+
 def _runnable_threads(stat_text: str) -> int:
     for line in stat_text.splitlines():
         if line.startswith("procs_running"):

@@ -12,13 +12,13 @@ from typing import Sequence
 
 import torch
 
-from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, split_list
+from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES, plan_cases, split_list
 from twolayer.chatter import quiet_library_chatter
 from twolayer.compare import GATED_VERDICTS, WITHIN_RUN, compare_tables, machine_speed, provenance_differences
 from twolayer.counters import CUDA_CALLGRIND_TIMEOUT_S, CountOptions
 from twolayer.counters import METRICS as COUNTER_METRICS
 from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_reason
-from twolayer.environment import set_threads
+from twolayer.environment import oversubscription, set_threads
 from twolayer.files import write_all_atomically
 from twolayer.flops import PHASES
 from twolayer.peak import cache_path, cached_peaks
@@ -296,7 +296,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
     base_tree, head_tree = Path(args.base_tree), Path(args.head) if args.head else PROJECT_ROOT
     for tree in (base_tree, head_tree):
         if not tree.is_dir():
-            raise UsageError(f"{tree}: no such directory")
+            raise UsageError(f"{tree}: {'not a directory' if tree.exists() else 'no such directory'}")
+    # a bad selection is refused here, in one line, before any worker starts or any file is written
+    cases = plan_cases(args.variants, args.devices, args.phases, args.dtypes, args.sizes)
+    runnable = [case for case in cases if case.skip_reason is None]
+    if not runnable:
+        raise UsageError("the selection matches no benchmark that can run here"
+                         + (f" ({cases[0].skip_reason})" if cases else ""))
     out = Path(args.out)
     options = GateOptions(threshold=args.threshold / 100, block_s=args.block_ms / 1000, budget_s=args.budget_s,
                           retimes=args.retimes, processes=args.processes)
@@ -304,6 +310,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
                  "sizes": args.sizes, "threads": args.threads}
     if args.threads is not None:
         set_threads(args.threads)
+    too_many = oversubscription(args.threads)
+    if too_many:
+        print(f"twolayer gate: warning: {too_many}", file=sys.stderr, flush=True)
     state = machine_state(Path("results"))
     if state.busy:
         print(f"twolayer gate: note: the machine is busy ({state.describe()}); the paired timing cancels steady load, "
@@ -558,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
 
 
 def os_error_text(error: Exception) -> str:
@@ -588,7 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--out {out}: not a directory")
         if args.command == "compare":
             refuse_interrupted(args)
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # the reader of stdout went away: nothing wrong with the input; the rest of the output has
+        # nowhere to go (Python's documented way out), and the exit status is a SIGPIPE's, as a shell's
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT
     except (UsageError, ValueError) as error:  # ResultsError is a ValueError
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
         return 2

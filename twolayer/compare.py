@@ -29,6 +29,7 @@ the slower machine, `slower` and `unchanged` (a busier machine never makes code 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +95,9 @@ def bca_interval(samples: tuple[np.ndarray, ...], statistic, seed: int = 0) -> t
     if all(np.ptp(sample) == 0 for sample in samples):
         value = float(statistic(*samples))
         return value, value
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # BCa undefined (a run set against itself, say) warns and gives NaNs: the percentile interval then
+        warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
         for method in ("BCa", "percentile"):
             result = stats.bootstrap(samples, statistic, method=method, n_resamples=BOOTSTRAP_RESAMPLES,
                                      confidence_level=CONFIDENCE, vectorized=True, random_state=seed, batch=250)
@@ -202,7 +205,7 @@ def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
                                "to compare")
         rows.append({**dict(zip(MATCH, key)), "raw_runs": runs, "benchmark": group["benchmark"].iloc[0],
                      "disturbed_runs": len(group) - len(calm), "runs": len(group),
-                     "canary_ratio": group["canary_ratio"].max(),
+                     "canary_ratio": group["canary_ratio"].max(), "others_running": group["others_running"].max(),
                      "median_s": float(np.median(np.concatenate(runs))) if runs else float(group["median_s"].median())})
     return pd.DataFrame(rows)
 
@@ -232,9 +235,12 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
             record["verdict"] = "harness"
         elif not timed_both:
             side = "base" if not row["raw_runs_base"] else "new"
+            others = row[f"others_running_{side}"]
+            sharing = f"; {others:.0f} other threads runnable" if pd.notna(others) and others else ""
             record |= {"verdict": "inconclusive",
                        "reason": f"disturbed in every {side} run (canary {row[f'canary_ratio_{side}']:.2f}x the "
-                                 "reference): the machine was busy; rerun on a quiet machine or use the paired gate"}
+                                 f"reference{sharing}): the machine was busy; rerun on a quiet machine or use the "
+                                 "paired gate"}
         else:
             record["verdict"] = verdict(interval, threshold)
             if record["verdict"] == "inconclusive":

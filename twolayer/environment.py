@@ -58,6 +58,17 @@ def set_threads(count: int) -> None:
     threadpool_limits(limits=count)
 
 
+def oversubscription(threads: int | None, cores: int | None = None) -> str | None:
+    """Why `threads` per pool would be more than this machine's cores can run at once (None where
+    they can): the timings would measure the pools waiting for each other."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if threads is None or not cores or threads <= cores:
+        return None
+    return (f"--threads {threads} is more than the {cores} cores this process may run on: the thread pools will "
+            "wait for each other, and the timings measure that")
+
+
 def git_commit(short: bool = False) -> str | None:
     args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
     try:

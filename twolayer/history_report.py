@@ -8,6 +8,7 @@ import io
 import math
 from pathlib import Path
 
+from twolayer.ddp_report import labelled
 from twolayer.flops import PHASES
 from twolayer.history import BENCHMARK, History
 from twolayer.report import markdown_table
@@ -29,7 +30,8 @@ def trend_charts(history: History) -> dict[str, bytes]:
         import matplotlib.pyplot as plt
     except ImportError:
         return {}
-    table, changes = history.table, history.changes
+    # a line per variant, a distributed one's per world size and scaling (ddp-w1, ddp-w2, ...)
+    table, changes = labelled(history.table), labelled(history.changes)
     commits = table.drop_duplicates("commit_index").sort_values("commit_index")
     labels = dict(zip(commits["commit_index"], commits["commit"].str[:7]))
     charts = {}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twolayer.canary import DISTURBED_CANARY_RATIO, canary_reference
+from twolayer.canary import DISTURBED_CANARY_RATIO, canary_reference, contended
 from twolayer.counters import KEY as COUNTER_KEY
 from twolayer.counters import METRICS, counters_beside, read_counters
 from twolayer.device_time import host_share
@@ -238,6 +238,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "retimed": int(extra.get("retimed") or 0),
             "load_avg_1m": extra.get("load_avg_1m"),
             "others_running": extra.get("others_running"),
+            "contended": contended(extra, machine.get("cpu_count")),
             "pass_index": int(extra.get("pass") or 0),
             "flops": int(extra["flops"]),
             # a peak measured on a busy machine is no ceiling: no % of peak from it
@@ -284,7 +285,7 @@ def judge_canaries(rows: pd.DataFrame) -> pd.DataFrame:
         reference = canary_reference(list(group["canary_s"]), float(quiet.iloc[0]) if len(quiet) else None)
         rows.loc[group.index, "canary_ratio"] = group["canary_s"] / reference
         rows.loc[group.index, "run_canary_s"] = canary_reference(list(group["canary_s"]), None)
-    rows["disturbed"] = rows["canary_ratio"] > DISTURBED_CANARY_RATIO
+    rows["disturbed"] = (rows["canary_ratio"] > DISTURBED_CANARY_RATIO) | rows["contended"].astype(bool)
     return rows
 
 

@@ -17,10 +17,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Callable, TextIO
 
-from twolayer.canary import MachineState, canary_reference, is_disturbed, machine_state, remember_quiet_canary
+from twolayer.canary import (
+    MachineState,
+    canary_reference,
+    contended,
+    is_disturbed,
+    machine_state,
+    remember_quiet_canary,
+)
 from twolayer.cases import BenchCase, plan_cases
 from twolayer.chatter import is_library_chatter
-from twolayer.environment import PROJECT_ROOT, git_commit, host_name, set_threads
+from twolayer.environment import PROJECT_ROOT, git_commit, host_name, oversubscription, set_threads
 from twolayer.peak import cached_peaks
 from twolayer.variants import VARIANTS
 from twolayer.variants.ddp import DEFAULT_COLLECTIVE_TIMEOUT_S, launched_world_size
@@ -177,6 +184,9 @@ def check_machine(options: RunOptions) -> MachineState:
     """Say so before timing starts when the machine is busy: what is timed then is flagged."""
     if options.threads is not None:
         set_threads(options.threads)  # the canary runs with the run's own thread count
+    too_many = oversubscription(options.threads)
+    if too_many:
+        print(f"twolayer run: warning: {too_many}", file=sys.stderr, flush=True)
     state = machine_state(options.out)
     if state.quiet_s is None:
         print(f"twolayer run: no quiet canary is known yet for this machine, threads and versions (in {options.out}): "
@@ -194,11 +204,14 @@ def canaries(bench: dict) -> list[float]:
 
 
 def disturbed_benchmarks(result: dict) -> list[dict]:
-    """The benchmarks whose canary ran slow against the run's usual or the machine's quiet one."""
+    """The benchmarks whose canary ran slow against the run's usual or the machine's quiet one, or
+    that began with another process's threads sharing their cores."""
     benchmarks = result["benchmarks"]
     reference = canary_reference([max(canaries(b), default=0.0) for b in benchmarks],
                                  result.get("twolayer", {}).get("quiet_canary_s"))
-    return [b for b in benchmarks if any(is_disturbed(c, reference) for c in canaries(b))]
+    cores = (result.get("machine_info") or {}).get("cpu_count")
+    return [b for b in benchmarks
+            if any(is_disturbed(c, reference) for c in canaries(b)) or contended(b["extra_info"], cores)]
 
 
 def retime_disturbed(result: dict, options: RunOptions, partial: Path, run_id: str, peak_path: Path | None,
@@ -239,6 +252,14 @@ def retime_disturbed(result: dict, options: RunOptions, partial: Path, run_id: s
                 result["benchmarks"][index] = again
             else:
                 bench["extra_info"]["retimed"] = attempt
+
+
+def retiming_suite(arguments: list[str]) -> int:
+    """The suite's exit code for a retiming; an interrupt of it is the run's."""
+    suite = run_pytest([sys.executable, "-m", "pytest", *arguments])
+    if suite.interrupted:
+        raise RunInterrupted(None, 0)
+    return suite.returncode
 
 
 def remember_quiet(result: dict, options: RunOptions, before: MachineState) -> None:
@@ -293,8 +314,10 @@ def run_in(options: RunOptions) -> Path | None:
         result = run_local(local, local_tests, partial, run_id, peak_path, quiet_canary_s)
         if result is None:
             return None  # a rank other than 0 under torchrun: it saved nothing
-        retime_disturbed(result, local, partial, run_id, peak_path, quiet_canary_s,
-                         lambda args: run_pytest([sys.executable, "-m", "pytest", *args]).returncode)
+        try:
+            retime_disturbed(result, local, partial, run_id, peak_path, quiet_canary_s, retiming_suite)
+        except (RunInterrupted, KeyboardInterrupt):  # every benchmark had been timed once: all kept
+            raise keep_result(result, partial, options.out / f"{run_id}{INTERRUPTED_SUFFIX}") from None
         for world_size in (options.world_sizes or ()) if ranked is not None else ():
             try:
                 result = merge_runs(result, run_ranks(ranked, world_size, partial, run_id, peak_path, quiet_canary_s))

@@ -13,6 +13,11 @@ CHANGED = ("slower", "faster", "inconclusive", "only_in_base", "only_in_new")
 ORDER = {verdict: i for i, verdict in enumerate(CHANGED)}
 
 
+def figure(value: float, form: str) -> str:
+    """A number as `form`, or nothing where there is none (a side every run of which was disturbed)."""
+    return form.format(value) if pd.notna(value) else ""
+
+
 def verdict_markdown(table: pd.DataFrame, metric: str, threshold_pct: float, report_url: str | None = None) -> str:
     counts = table["verdict"].value_counts()
     slower = int(counts.get("slower", 0))
@@ -30,8 +35,8 @@ def verdict_markdown(table: pd.DataFrame, metric: str, threshold_pct: float, rep
                   "|---|---|---|---|---|---|---:|---:|---:|---|"]
         for row in changed.itertuples():
             numbers = ("| | | |" if row.verdict.startswith("only_in") else
-                       f"| {row.base_median_s * 1e6:.1f} | {row.new_median_s * 1e6:.1f} | {row.ratio:.3f} | "
-                       f"{row.ratio_low:.3f}-{row.ratio_high:.3f} |")
+                       f"| {row.base_median_s * 1e6:.1f} | {row.new_median_s * 1e6:.1f} | {figure(row.ratio, '{:.3f}')} | "
+                       + (f"{row.ratio_low:.3f}-{row.ratio_high:.3f} |" if pd.notna(row.ratio_low) else " |"))
             lines.append(f"| {row.verdict} | {row.device} | {row.variant} | {row.phase} | {row.dtype} | {row.size} "
                          + numbers)
     else:
