@@ -91,6 +91,23 @@ def test_a_run_says_when_no_quiet_canary_is_known_and_the_report_gives_each_run_
         assert words in build_report(table, charts=False).markdown()
 
 
+def test_other_threads_runnable_make_the_machine_busy_even_with_a_calm_canary(tmp_path, capsys, monkeypatch):
+    shared = MachineState(canary_s=100e-6, quiet_s=100e-6, load_avg_1m=1.0, others_running=1)
+    assert shared.busy and not QUIET.busy
+    monkeypatch.setattr(run_module, "machine_state", lambda out: shared)
+    run_module.check_machine(RunOptions(out=tmp_path))
+    assert "the machine is busy" in capsys.readouterr().err
+
+
+def test_a_run_that_began_with_a_co_tenant_teaches_no_quiet_canary(tmp_path):
+    result = {"benchmarks": [with_canary(bench("torch_manual", "forward", constant(1e-4)), 90e-6, 91e-6)]}
+    shared = MachineState(canary_s=100e-6, quiet_s=None, load_avg_1m=1.0, others_running=1)
+    run_module.remember_quiet(result, RunOptions(out=tmp_path), shared)
+    assert known_quiet_canary(tmp_path) is None
+    run_module.remember_quiet(result, RunOptions(out=tmp_path), QUIET)
+    assert known_quiet_canary(tmp_path) == pytest.approx(90.5e-6)
+
+
 def test_machine_load_counts_other_processes_not_our_own_threads(monkeypatch):
     stats = iter(["cpu 1 2 3\nprocs_running 5\nprocs_blocked 0\n"] * 3)
     monkeypatch.setattr(canary_module, "_own_running_threads", lambda: 2)

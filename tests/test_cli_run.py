@@ -355,3 +355,10 @@ def test_more_threads_than_cores_is_warned_about():
 
     assert oversubscription(2, cores=2) is None and oversubscription(None, cores=2) is None
     assert oversubscription(3, cores=2).startswith("--threads 3 is more than the 2 cores")
+
+
+def test_cpus_that_differ_only_in_stepping_are_different_hardware():
+    text = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nstepping\t: {}\nflags\t\t: avx2 avx512f\n"
+    first, second = cpu_identity(text.format(6)), cpu_identity(text.format(8))
+    assert (first["cpu_stepping"], second["cpu_stepping"]) == ("6", "8")
+    assert hardware_key(first) != hardware_key(second)

@@ -617,3 +617,37 @@ def test_a_carried_valgrind_kit_counts_on_its_own(tmp_path):
                    check=True, capture_output=True, env={"PATH": "/nonexistent"}, cwd=tmp_path)
     assert callgrind_totals(out) > 1000
     assert valgrind_version(str(tmp_path / "absent")) is None
+
+
+def test_on_cuda_the_counted_window_holds_the_work_never_a_wait_for_the_device(monkeypatch):
+    """A host waiting for the device spins as long as the device runs: a count that would not
+    repeat. Only `PhaseCall.work` is between collection on and off; the queue is emptied before."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import twolayer.count_worker as worker
+    from twolayer.phases import PhaseCall
+
+    log = []
+    call = PhaseCall(target=lambda: log.extend(["work", "sync"]), setup=lambda: log.append("setup"),
+                     work=lambda: log.append("work"))
+    monkeypatch.setattr(worker, "counted_cases", lambda plan: [SimpleNamespace(id="cuda-case", device="cuda")])
+    monkeypatch.setattr(worker, "prepared", lambda case, warmup: call)
+    monkeypatch.setattr(torch._C, "_valgrind_supported_platform", lambda: True)
+    monkeypatch.setattr(torch._C, "_valgrind_toggle", lambda: log.append("toggle"))
+    monkeypatch.setattr(torch._C, "_valgrind_toggle_and_dump_stats", lambda: log.append("toggle and dump"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: log.append("device sync"))
+    result = worker.count_instructions({"calls": 2, "warmup": 0})
+    assert [entry["id"] for entry in result["order"]] == [EMPTY, "cuda-case"]
+    windows, inside = [], None
+    for entry in log:
+        if entry == "toggle" and inside is None:
+            inside = []
+        elif entry.startswith("toggle"):
+            windows.append(inside)
+            inside = None
+        elif inside is not None:
+            inside.append(entry)
+    assert windows == [[], [], ["work"], ["work"]]  # the empty call twice, then the case's two counted calls
+    assert log[-5:] == ["setup", "device sync", "toggle", "work", "toggle and dump"]  # the queue empty first

@@ -503,3 +503,21 @@ def test_every_difference_between_the_trees_workers_is_warned_about(field):
         new["machine"][field] = "something else"
     (warning,) = provenance_warnings(base, new)
     assert warning.startswith(f"{field} differs: ")
+
+
+def test_the_gate_s_options_reach_it_in_their_units(tmp_path, monkeypatch):
+    import twolayer.gate as gate
+
+    seen = {}
+
+    def fake_gate(base_tree, new_tree, out, selection, options):
+        seen["options"], seen["selection"] = options, selection
+        raise GateError("stop here")
+
+    monkeypatch.setattr(gate, "run_gate", fake_gate)
+    assert main(["gate", str(PROJECT_ROOT), "--variants", "numpy_manual", "--block-ms", "20", "--threshold", "5",
+                 "--budget-s", "0.3", "--retimes", "1", "--processes", "3", "--out", str(tmp_path)]) == 2
+    options = seen["options"]
+    assert (options.block_s, options.threshold, options.budget_s, options.retimes, options.processes) == \
+        (pytest.approx(0.02), pytest.approx(0.05), 0.3, 1, 3)
+    assert seen["selection"]["variants"] == "numpy_manual"

@@ -17,7 +17,7 @@ from synthetic_history import BASE_US, COMMITS, commit_id, series_with_noise, wr
 from synthetic_runs import bench, write_run
 
 from twolayer.cli import main
-from twolayer.history import MIN_SEGMENT, build_history, change_points
+from twolayer.history import HARDWARE, MIN_SEGMENT, VERSIONS, build_history, cause_of, change_points
 
 
 def test_a_planted_step_is_found_at_its_commit_and_nothing_else(tmp_path):
@@ -211,3 +211,17 @@ def test_bad_history_input_is_one_line_and_writes_nothing(tmp_path, capsys, prob
     assert main(["history", str(target), "--out", str(out)]) == 2
     assert_one_line(capsys.readouterr().err, message)
     assert not out.exists()
+
+
+MACHINE_FIELDS = ("hardware", "cpu_model", "gpu_model")  # written out: the module's lists are what is tested
+VERSION_FIELDS = ("torch_version", "numpy_version", "python_version", "cuda_version")
+
+
+@pytest.mark.parametrize("field", [*MACHINE_FIELDS, *VERSION_FIELDS])
+def test_each_field_of_the_provenance_names_its_cause(field):
+    before = pd.Series({c: "same" for c in [*HARDWARE, *VERSIONS, *MACHINE_FIELDS, *VERSION_FIELDS]})
+    after = before.copy()
+    after[field] = "changed"
+    expected = "hardware" if field in MACHINE_FIELDS else "versions"
+    assert cause_of(before, after, step=1.3) == expected
+    assert cause_of(before, before, step=1.3) == "code"

@@ -124,6 +124,8 @@ def test_flops_at_tutorial_size():
     assert 26.0e6 < forward + backward + step < 26.5e6
     assert phase_flops(problem, "step", optimizer="adam") == 12 * 101_000
     assert phase_flops(problem, "forward", bias=True) == forward + 64 * 100 + 64 * 10
+    assert phase_flops(problem, "backward", bias=True) == backward + 64 * 100 + 64 * 10  # the bias gradients' sums
+    assert phase_flops(problem, "step", bias=True) == step + 2 * (100 + 10)
 
 
 def weights_of(variant) -> dict[str, np.ndarray]:

@@ -326,3 +326,18 @@ def test_a_run_from_uncommitted_changes_says_so_in_its_commit(tmp_path, dirty):
     path.write_text(json.dumps(run))
     (commit,) = set(load_runs([path])["commit"])
     assert commit == "0123456789ab" + ("-dirty" if dirty else "")
+
+
+def test_the_baseline_is_its_cpu_row_even_where_it_also_ran_on_cuda(tmp_path):
+    from twolayer.report import comparison
+
+    medians = {("cpu", "torch_manual"): 4e-4, ("cpu", "module_linear"): 8e-4, ("cuda", "torch_manual"): 1e-4,
+               ("cuda", "module_linear"): 2e-4}
+    run = write_run(tmp_path / "both.json", [bench(variant, "forward", constant(median), device=device,
+                                                   device_name="Test GPU" if device == "cuda" else "Test CPU")
+                                             for (device, variant), median in medians.items()])
+    compared = comparison(load_runs([run]), "torch_manual", baseline_named=True)
+    assert len(compared) == 4 and not compared.duplicated(["device", "variant", "phase"]).any()
+    speedups = compared.set_index(["device", "variant"])["speedup_vs_baseline"]
+    for key, median in medians.items():  # against torch_manual on the cpu, whatever the row's device
+        assert speedups[key] == pytest.approx(4e-4 / median)
