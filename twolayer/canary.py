@@ -85,8 +85,8 @@ def is_disturbed(canary_s: float | None, reference_s: float) -> bool:
 
 def contended(extra: dict, cores: int | None) -> bool:
     """Whether a benchmark began with other processes' threads runnable beyond the cores its own
-    threads left free: a co-tenant sharing its cores, which a calm canary can miss (a single-thread
-    co-tenant on two cores left the canary calm and made identical torch steps 1.4x slower)."""
+    threads left free: a co-tenant sharing its cores, which a calm canary can miss (a one-thread
+    co-tenant on two cores left the canary calm and made identical torch steps up to 1.6x slower)."""
     others, threads = extra.get("others_running"), extra.get("torch_threads")
     return bool(others and cores and threads and others + threads > cores)
 
