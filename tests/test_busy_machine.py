@@ -302,7 +302,7 @@ def test_machine_speeds_within_the_canary_margin_or_on_other_hardware_leave_verd
 
 
 def test_a_benchmark_that_shared_its_cores_with_a_co_tenant_is_disturbed_even_with_a_calm_canary(tmp_path, capsys):
-    """On two cores, a one-thread co-tenant left the canary calm and made identical torch steps 1.4x
+    """On two cores, a one-thread co-tenant left the canary calm and made identical torch steps up to 1.6x
     slower: a benchmark that began with another process's threads runnable beyond the cores its own
     threads left free is disturbed, retimed, and kept out of a verdict."""
     def run(path, others, threads, median):
