@@ -124,9 +124,9 @@ PLANTS = [
            "            start, _ = tracemalloc.get_traced_memory()\n            tracemalloc.reset_peak()\n"
            "            if call.setup is not None:\n                call.setup()\n")),
     plant("machine-speed-unchecked", "compare ignores that the machine ran slower in one side's runs",
-          ("twolayer/compare.py", "    speed = machine_speed(base, new)\n    merged =", "    speed = None\n    merged =")),
-    plant("machine-speed-either-way", "compare distrusts a verdict against the machine's change of speed too",
-          ("twolayer/compare.py", '        return verdict_ != ("faster" if self.ratio > 1 else "slower")',
+          ("twolayer/compare.py", "    speed = speed or machine_speed(base, new)\n", "    speed = None\n")),
+    plant("machine-speed-either-way", "compare distrusts every verdict where the machine's speed changed",
+          ("twolayer/compare.py", "        return verdict(without, threshold) != verdict(interval, threshold)",
            "        return True")),
     plant("history-pools-disturbed", "history pools a commit's disturbed runs with its calm ones",
           ("twolayer/history.py", "    calm = positions[~columns[\"disturbed\"][positions]]", "    calm = positions")),
@@ -155,7 +155,8 @@ PLANTS = [
           ("twolayer/canary.py", "    return bool(others and cores and threads and others + threads > cores)",
            "    return False")),
     plant("retime-interrupt-loses-run", "Ctrl-C while retiming throws the whole run away",
-          ("twolayer/run.py", "        except (RunInterrupted, KeyboardInterrupt):  # every benchmark had been timed once: all kept\n"
+          ("twolayer/run.py",
+           "        except (RunInterrupted, KeyboardInterrupt):  # every benchmark had been timed once: all kept\n"
            "            raise keep_result(", "        except ZeroDivisionError:\n            raise keep_result(")),
     plant("history-charts-merge-world-sizes", "the history's charts put a ddp variant's world sizes on one line",
           ("twolayer/history_report.py", "    table, changes = labelled(history.table), labelled(history.changes)",

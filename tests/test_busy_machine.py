@@ -286,6 +286,15 @@ def test_a_verdict_against_the_machine_s_change_of_speed_stands(tmp_path, capsys
     assert table.loc[("numpy_manual", "forward"), "verdict"] == "slower"
     assert table.loc[("torch_manual", "step"), "verdict"] == "inconclusive"
     assert "the machine itself ran 1.30x slower in the base run(s)" in table.loc[("torch_manual", "step"), "reason"]
+    assert table.loc[("torch_manual", "forward"), "reason"].startswith("unchanged at 1.000")  # could hide a slowdown
+
+
+def test_a_change_larger_than_the_machine_s_is_still_a_verdict(tmp_path, capsys):
+    base = canary_run(tmp_path / "base.json", 100e-6, SAME_CODE)
+    new = canary_run(tmp_path / "new.json", 120e-6, {key: 3 * median for key, median in SAME_CODE.items()})
+    code, err, table = compare_runs(tmp_path, capsys, base, new)
+    assert code == 1 and (table["verdict"] == "slower").all()  # 3x on a machine 1.2x slower: the code
+    assert "the machine itself ran 1.20x slower" in err
 
 
 def test_machine_speeds_within_the_canary_margin_or_on_other_hardware_leave_verdicts_alone(tmp_path, capsys):
@@ -301,6 +310,23 @@ def test_machine_speeds_within_the_canary_margin_or_on_other_hardware_leave_verd
     assert "hardware differs" in err and "machine itself" not in err
 
 
+def test_a_retime_free_of_the_co_tenant_replaces_the_first_even_with_a_slightly_busier_canary(tmp_path):
+    first = with_canary(bench("torch_manual", "step", constant(1.4e-4)), 100e-6, 100e-6, others_running=1)
+    result = {"benchmarks": [first], "machine_info": {"cpu_count": 2}, "twolayer": {"quiet_canary_s": 100e-6}}
+    assert len(disturbed_benchmarks(result)) == 1
+
+    def run_pytest(arguments):
+        json_path = next(a.split("=", 1)[1] for a in arguments if a.startswith("--benchmark-json="))
+        again = with_canary(bench("torch_manual", "step", constant(1e-4)), 101e-6, 102e-6, others_running=0)
+        (tmp_path / json_path.rsplit("/", 1)[1]).write_text(json.dumps({"benchmarks": [again]}))
+        return 0
+
+    retime_disturbed(result, RunOptions(out=tmp_path), tmp_path, "run", None, 100e-6, run_pytest,
+                     state=lambda out: QUIET, wait=lambda s: None)
+    assert result["benchmarks"][0]["stats"]["median"] == pytest.approx(1e-4)
+    assert disturbed_benchmarks(result) == []
+
+
 def test_a_benchmark_that_shared_its_cores_with_a_co_tenant_is_disturbed_even_with_a_calm_canary(tmp_path, capsys):
     """On two cores, a one-thread co-tenant left the canary calm and made identical torch steps up to 1.6x
     slower: a benchmark that began with another process's threads runnable beyond the cores its own
@@ -309,7 +335,7 @@ def test_a_benchmark_that_shared_its_cores_with_a_co_tenant_is_disturbed_even_wi
         entries = [with_canary(bench(v, "step", constant(median)), 100e-6, 100e-6, others_running=others)
                    for v in ("numpy_manual", "torch_manual")]
         for entry in entries:
-            entry["extra_info"]["torch_threads"] = threads
+            entry["extra_info"].update(torch_threads=threads, numpy_threads=threads)
         return write_run(path, entries, run_id=path.stem)
 
     shared = run(tmp_path / "shared.json", others=1, threads=2, median=1.4e-4)  # 2 cores: 1 + 2 threads > 2

@@ -343,18 +343,25 @@ def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monk
 
 def test_output_to_a_reader_that_goes_away_is_not_called_bad_input():
     """`twolayer list | head -1`: the exit status of a command whose reader left, and no error."""
-    listing = subprocess.run(f"{sys.executable} -m twolayer train numpy_manual --iterations 500 --every 1 | head -1",
-                             shell=True, capture_output=True, text=True, cwd=PROJECT_ROOT,
+    listing = subprocess.run(f"set -o pipefail; {sys.executable} -m twolayer train numpy_manual --iterations 500 "
+                             "--every 1 | head -1", shell=True, capture_output=True, text=True, cwd=PROJECT_ROOT,
                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, executable="/bin/bash")
-    assert listing.stdout.count("\n") == 1
+    assert listing.stdout.count("\n") == 1 and listing.returncode == 141
     assert "error" not in listing.stderr and "Broken pipe" not in listing.stderr and "Traceback" not in listing.stderr
 
 
-def test_more_threads_than_cores_is_warned_about():
-    from twolayer.environment import oversubscription
+def test_more_threads_than_cores_is_warned_about(tmp_path, capsys, monkeypatch):
+    from twolayer.canary import MachineState
+    from twolayer.environment import oversubscription, usable_cores
 
     assert oversubscription(2, cores=2) is None and oversubscription(None, cores=2) is None
     assert oversubscription(3, cores=2).startswith("--threads 3 is more than the 2 cores")
+    monkeypatch.setattr(run_module, "set_threads", lambda count: None)
+    monkeypatch.setattr(run_module, "machine_state", lambda out: MachineState(1e-4, 1e-4, 0.1, 0))
+    run_module.check_machine(run_module.RunOptions(out=tmp_path, threads=usable_cores() + 1))
+    assert "twolayer run: warning: --threads" in capsys.readouterr().err
+    run_module.check_machine(run_module.RunOptions(out=tmp_path, threads=1))
+    assert capsys.readouterr().err == ""
 
 
 def test_cpus_that_differ_only_in_stepping_are_different_hardware():

@@ -248,10 +248,15 @@ def test_markdown_for_a_pull_request_lists_the_changed_first_and_counts_the_rest
 
 
 def test_a_run_set_against_itself_says_nothing_of_scipy_s_degenerate_intervals(capsys, tmp_path):
+    import warnings
+
     run = write_run(tmp_path / "run.json", [bench("torch_manual", "forward", [1e-4] * 5 + [1.1e-4] * 50)])
-    code = main(["compare", str(run), str(run), "--out", str(tmp_path)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["compare", str(run), str(run), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and "Warning" not in err and "return fun(" not in err
+    assert [w for w in caught if "BCa" in str(w.message) or "Degenerate" in type(w.message).__name__] == []
     assert pd.read_csv(tmp_path / "compare.csv")["verdict"].tolist() == ["unchanged"]
 
 

@@ -69,6 +69,10 @@ def test_a_step_where_the_machine_ran_slower_is_labelled_machine_unless_the_code
     assert changes.loc[("torch_autograd", commit_id(6)), "cause"] == "machine"
     # 0.65x on a machine 1.3x slower: faster code, which no slower machine makes
     assert changes.loc[("numpy_manual", commit_id(6)), "cause"] == "code"
+    # a step far larger than the machine's is the code's
+    before = history.table.iloc[0]
+    assert cause_of(before, before, step=3.0, machine_step=1.3) == "code"
+    assert cause_of(before, before, step=1.25, machine_step=1.3) == "machine"
     assert list(history.table["run_canary_s"]) == pytest.approx(list(100e-6 * machine) * 3)
 
 

@@ -79,6 +79,11 @@ def canary_reference(run_canaries: list[float], quiet_s: float | None) -> float:
     return min(candidates) if candidates else float("nan")
 
 
+def beyond_canary_margin(ratio: float) -> bool:
+    """Whether a ratio of two canaries is a change of the machine's speed, not the canary's noise."""
+    return bool(np.isfinite(ratio)) and not 1 / DISTURBED_CANARY_RATIO <= ratio <= DISTURBED_CANARY_RATIO
+
+
 def is_disturbed(canary_s: float | None, reference_s: float) -> bool:
     return bool(canary_s and np.isfinite(reference_s) and canary_s > DISTURBED_CANARY_RATIO * reference_s)
 
@@ -87,7 +92,8 @@ def contended(extra: dict, cores: int | None) -> bool:
     """Whether a benchmark began with other processes' threads runnable beyond the cores its own
     threads left free: a co-tenant sharing its cores, which a calm canary can miss (a one-thread
     co-tenant on two cores left the canary calm and made identical torch steps up to 1.6x slower)."""
-    others, threads = extra.get("others_running"), extra.get("torch_threads")
+    others = extra.get("others_running")
+    threads = max(extra.get("torch_threads") or 0, extra.get("numpy_threads") or 0)
     return bool(others and cores and threads and others + threads > cores)
 
 

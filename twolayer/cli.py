@@ -234,7 +234,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if speed is not None and speed.changed:
         print(f"twolayer compare: warning: {speed.describe()}; the verdicts that could come from the machine "
               "are inconclusive", file=sys.stderr)
-    table = compare_tables(base_table, new_table, args.threshold / 100)
+    table = compare_tables(base_table, new_table, args.threshold / 100, speed)
     if not table["verdict"].isin(GATED_VERDICTS).any():
         raise UsageError("no benchmark is in both runs: nothing to compare (check sizes, dtypes and devices)")
     out = Path(args.out) if args.out else new[0].parent
@@ -301,8 +301,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     cases = plan_cases(args.variants, args.devices, args.phases, args.dtypes, args.sizes)
     runnable = [case for case in cases if case.skip_reason is None]
     if not runnable:
-        raise UsageError("the selection matches no benchmark that can run here"
-                         + (f" ({cases[0].skip_reason})" if cases else ""))
+        reasons = "; ".join(sorted({case.skip_reason for case in cases}))
+        raise UsageError(f"the selection matches no benchmark that can run here ({reasons})")
     out = Path(args.out)
     options = GateOptions(threshold=args.threshold / 100, block_s=args.block_ms / 1000, budget_s=args.budget_s,
                           retimes=args.retimes, processes=args.processes)

@@ -22,9 +22,9 @@ A run slowed from start to finish has no disturbed benchmark where the machine's
 not known (a fresh CI runner): its own usual canary is the reference. So the sides' usual canaries
 are also set against each other (`machine_ratio`, new over base, where both sides ran on the same
 hardware with the same threads). Beyond 15% either way the machine itself ran at another speed in
-one side's runs, and the verdicts that speed could have made are `inconclusive`: with the new side
-the slower machine, `slower` and `unchanged` (a busier machine never makes code faster, so a
-`faster` stands); with the base the slower, `faster` and `unchanged`.
+one side's runs. A verdict stands where the interval, divided by that ratio, still gives it (a 3x
+slowdown on a machine 1.2x slower is still `slower`; a `faster` on the slower machine stays
+`faster`); the others, which the machine's change could have made, are `inconclusive`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from twolayer.canary import DISTURBED_CANARY_RATIO
+from twolayer.canary import beyond_canary_margin
 from twolayer.results import ResultsError
 
 MATCH = ["device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling"]
@@ -136,13 +136,19 @@ def straddle_reason(interval: RatioInterval, threshold: float) -> str:
             "too noisy to decide")
 
 
+def recorded(column: pd.Series) -> set[str]:
+    """The values a column holds, as text; a count read as a float (a column with gaps) as the
+    integer it is, so 4.0 and 4 are one value."""
+    return {str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in column.dropna()}
+
+
 def provenance_differences(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     """What differs between the sides beyond the code: each a reason to doubt a verdict."""
     differences = []
     for column in PROVENANCE:
         if column not in base or column not in new:
             continue
-        before, after = set(base[column].dropna().astype(str)), set(new[column].dropna().astype(str))
+        before, after = recorded(base[column]), recorded(new[column])
         if before != after:
             differences.append(f"{column} differs: {', '.join(sorted(before)) or '(not recorded)'} vs "
                                f"{', '.join(sorted(after)) or '(not recorded)'}")
@@ -163,13 +169,16 @@ class MachineSpeed:
 
     @property
     def changed(self) -> bool:
-        return not 1 / DISTURBED_CANARY_RATIO <= self.ratio <= DISTURBED_CANARY_RATIO
+        return beyond_canary_margin(self.ratio)
 
-    def untrusted(self, verdict_: str) -> bool:
-        """Whether the machine's change of speed could have made this verdict."""
-        if not self.changed or verdict_ not in ("slower", "faster", "unchanged"):
+    def could_have_made(self, interval: RatioInterval, threshold: float) -> bool:
+        """Whether the machine's change of speed could have made the verdict on `interval`: the
+        interval with that change divided out gives another one."""
+        if not self.changed:
             return False
-        return verdict_ != ("faster" if self.ratio > 1 else "slower")
+        r = self.ratio
+        without = RatioInterval(interval.ratio / r, interval.low / r, interval.high / r, interval.kind)
+        return verdict(without, threshold) != verdict(interval, threshold)
 
     def describe(self) -> str:
         slower_side, times = ("new", self.ratio) if self.ratio > 1 else ("base", 1 / self.ratio)
@@ -181,7 +190,7 @@ def machine_speed(base: pd.DataFrame, new: pd.DataFrame) -> MachineSpeed | None:
     """The sides' machine speeds, where both were measured on the same hardware with the same
     threads (elsewhere the canaries are not comparable, and `compare` warns of the difference)."""
     same = ("hardware", "torch_threads", "numpy_threads")
-    if any(set(base[c].dropna().astype(str)) != set(new[c].dropna().astype(str)) for c in same):
+    if any(recorded(base[c]) != recorded(new[c]) for c in same):
         return None
     levels = [side.groupby(["run_id", "machine"], sort=False)["run_canary_s"].first().dropna() for side in (base, new)]
     if any(level.empty for level in levels):
@@ -210,12 +219,13 @@ def pool_runs(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
+                   speed: MachineSpeed | None = None) -> pd.DataFrame:
     """One row per benchmark in either side; those in only one are listed with that verdict.
 
     Each side may hold several runs of the same code: their raw timings are pooled."""
     base_ids, new_ids = "+".join(base["run_id"].unique()), "+".join(new["run_id"].unique())
-    speed = machine_speed(base, new)
+    speed = speed or machine_speed(base, new)
     merged = pool_runs(base).merge(pool_runs(new), on=MATCH, how="outer", suffixes=("_base", "_new"), indicator=True)
     rows = []
     for _, row in merged.iterrows():
@@ -245,7 +255,7 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, threshold: float) -> p
             record["verdict"] = verdict(interval, threshold)
             if record["verdict"] == "inconclusive":
                 record["reason"] = straddle_reason(interval, threshold)
-            if speed is not None and speed.untrusted(record["verdict"]):
+            if speed is not None and speed.could_have_made(interval, threshold):
                 made = record["verdict"]
                 record |= {"verdict": "inconclusive",
                            "reason": f"{made} at {interval.ratio:.3f} ({interval.low:.3f}-"

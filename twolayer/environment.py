@@ -58,11 +58,15 @@ def set_threads(count: int) -> None:
     threadpool_limits(limits=count)
 
 
+def usable_cores() -> int | None:
+    """The cores this process may run on: its affinity where the OS tells it, else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def oversubscription(threads: int | None, cores: int | None = None) -> str | None:
     """Why `threads` per pool would be more than this machine's cores can run at once (None where
     they can): the timings would measure the pools waiting for each other."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or usable_cores()
     if threads is None or not cores or threads <= cores:
         return None
     return (f"--threads {threads} is more than the {cores} cores this process may run on: the thread pools will "
@@ -89,6 +93,7 @@ def machine_facts() -> dict[str, object]:
         "twolayer_host": host_name(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),  # those this process may run on (affinity, a cpuset)
         # family, model, stepping, ISA level, GPU compute capability: "AMD EPYC" alone has named two cpus
         **hardware_identity(),
         "python_version": platform.python_version(),

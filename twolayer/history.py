@@ -17,8 +17,8 @@ confirms it. Each change gets its step (the median of the segment after over the
 confidence (one minus the permutation p-value) and a cause from provenance: `hardware` where the
 machine (cpu model, ISA, GPU) differs between the commit before and the commit where it starts,
 `versions` where torch, numpy, python or CUDA do, `machine` where the runs' usual canary (how fast
-the machine ran, `run_canary_s`) stepped the same way by over 15% between the two segments (a
-slower fleet of runners, a co-tenant for days), else `code`.
+the machine ran, `run_canary_s`) stepped by over 15% between the two segments and, divided out,
+leaves a step within 15% (a slower fleet of runners, a co-tenant for days), else `code`.
 
 A benchmark timed on a disturbed machine (its canary says so) is left out of its commit's pool;
 where every run of a commit was disturbed, the point is kept, marked `disturbed`, and left out of
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twolayer.canary import DISTURBED_CANARY_RATIO
+from twolayer.canary import beyond_canary_margin
 from twolayer.compare import MATCH
 from twolayer.counters import METRICS
 from twolayer.flops import PHASES
@@ -129,7 +129,7 @@ def pooled(columns: dict[str, np.ndarray], positions: np.ndarray) -> dict:
     canaries = columns["run_canary_s"][positions]
     return {"median_s": median, "q1_s": q1, "q3_s": q3, "spread": (q3 - q1) / median if median > 0 else np.nan,
             "runs": len(set(columns["run_id"][positions])), "disturbed": disturbed,
-            "run_canary_s": float(np.median(canaries[np.isfinite(canaries)])) if np.isfinite(canaries).any() else np.nan,
+            "run_canary_s": level(canaries),
             **dict(zip(COUNTERS, means)),
             **{c: columns[c][first] for c in (*HARDWARE, *VERSIONS)}}
 
@@ -273,8 +273,8 @@ def cause_of(before: pd.Series, after: pd.Series, step: float = np.nan, machine_
     def differs(columns: list[str]) -> bool:
         return any(not (pd.isna(before[c]) and pd.isna(after[c])) and before[c] != after[c] for c in columns)
 
-    machine = (np.isfinite(machine_step) and not 1 / DISTURBED_CANARY_RATIO <= machine_step <= DISTURBED_CANARY_RATIO
-               and (machine_step > 1) == (step > 1))  # a slower machine does not make code faster
+    # the machine's change explains the step where, divided out, what is left is within its margin
+    machine = beyond_canary_margin(machine_step) and not beyond_canary_margin(step / machine_step)
     return "hardware" if differs(HARDWARE) else "versions" if differs(VERSIONS) else "machine" if machine else "code"
 
 

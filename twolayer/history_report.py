@@ -74,7 +74,7 @@ def trend_charts(history: History) -> dict[str, bytes]:
 
 
 def history_markdown(history: History, charts: dict[str, bytes], note: str = "") -> str:
-    table, changes = history.table, history.changes
+    table, changes = history.table, labelled(history.changes)  # a distributed variant's changes by world size
     commits = table["commit"].nunique()
     runs = int(table.groupby("commit")["runs"].max().sum())
     parts = ["# twolayer history",

@@ -192,7 +192,8 @@ class Report:
             f"Medians in microseconds per call; `x` is the speedup over `{self.baseline}` on the same run's cpu "
             "(higher is faster); n/a: a phase the variant cannot run apart. A median marked (noisy) has an IQR "
             "over 10% of it; (disturbed): the canary timed beside it ran over 15% slower than the run's usual or "
-            "this machine's known quiet one, so the machine itself was slowed while it was measured: rerun before "
+            "this machine's known quiet one, or it began with other processes' threads runnable beyond the cores "
+            "its own left free, so the machine itself was slowed or shared while it was measured: rerun before "
             "trusting it. Where a run made several passes, `pass_spread` in summary.csv is the largest pass "
             "median over the smallest.",
             self.machines_markdown(),
