@@ -208,7 +208,10 @@ def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "twolayer", "run", "--out", str(tmp_path), "--devices", "cpu",
                                 "--variants", "numpy_manual", "--budget-s", "1", "--no-peak", "--no-report"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               cwd=PROJECT_ROOT)
+                               cwd=PROJECT_ROOT,
+                               # as at a terminal: a shell without job control starts background commands
+                               # (a CI script's `pytest &`) with SIGINT ignored, and the child would inherit it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = b""
         # two phase benchmarks have passed (the dot of the first can reach the pipe a moment before its
