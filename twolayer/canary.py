@@ -88,10 +88,12 @@ def is_disturbed(canary_s: float | None, reference_s: float) -> bool:
     return bool(canary_s and np.isfinite(reference_s) and canary_s > DISTURBED_CANARY_RATIO * reference_s)
 
 
-def contended(extra: dict, cores: int | None) -> bool:
-    """Whether a benchmark began with other processes' threads runnable beyond the cores its own
-    threads left free: a co-tenant sharing its cores, which a calm canary can miss (a one-thread
-    co-tenant on two cores left the canary calm and made identical torch steps up to 1.6x slower)."""
+def contended(extra: dict, machine: dict) -> bool:
+    """Whether a benchmark (its `extra_info`) began with other processes' threads runnable beyond
+    the cores its own threads left free on its machine (the run's `machine_info`): a co-tenant
+    sharing its cores, which a calm canary can miss (a one-thread co-tenant on two cores left the
+    canary calm and made identical torch steps up to 1.6x slower)."""
+    cores = machine.get("usable_cores") or machine.get("cpu_count")  # runs before usable_cores: all cpus
     others = extra.get("others_running")
     threads = max(extra.get("torch_threads") or 0, extra.get("numpy_threads") or 0)
     return bool(others and cores and threads and others + threads > cores)

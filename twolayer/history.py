@@ -267,7 +267,7 @@ def change_points(medians: np.ndarray, alpha: float = ALPHA, alpha_within: float
     return sorted(found)
 
 
-def cause_of(before: pd.Series, after: pd.Series, step: float = np.nan, machine_step: float = np.nan) -> str:
+def cause_of(before: pd.Series, after: pd.Series, step: float, machine_step: float = np.nan) -> str:
     """Why a benchmark stepped by `step` between the commits `before` and `after`, where the
     machine's usual canary stepped by `machine_step` between the segments around them."""
     def differs(columns: list[str]) -> bool:

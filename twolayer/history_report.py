@@ -87,7 +87,7 @@ def history_markdown(history: History, charts: dict[str, bytes], note: str = "")
              "side. `step` is the median after over the median before, `machine_step` the same for the runs' usual "
              "canary (how fast the machine ran), `confidence` one minus the test's probability, `cause` `hardware` "
              "or `versions` where the runs' provenance changed at that commit, `machine` where the canary stepped "
-             "the same way by over 15%, else `code`."]
+             "by over 15% and, divided out, leaves a step within 15%, else `code`."]
     if changes.empty:
         parts.append("No change points.")
     else:

@@ -238,7 +238,7 @@ def run_rows(run: dict, path: Path) -> list[dict]:
             "retimed": int(extra.get("retimed") or 0),
             "load_avg_1m": extra.get("load_avg_1m"),
             "others_running": extra.get("others_running"),
-            "contended": contended(extra, machine.get("usable_cores") or machine.get("cpu_count")),
+            "contended": contended(extra, machine),
             "pass_index": int(extra.get("pass") or 0),
             "flops": int(extra["flops"]),
             # a peak measured on a busy machine is no ceiling: no % of peak from it

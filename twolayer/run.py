@@ -209,20 +209,15 @@ def disturbed_benchmarks(result: dict) -> list[dict]:
     benchmarks = result["benchmarks"]
     reference = canary_reference([max(canaries(b), default=0.0) for b in benchmarks],
                                  result.get("twolayer", {}).get("quiet_canary_s"))
-    cores = run_cores(result)
-    return [b for b in benchmarks
-            if any(is_disturbed(c, reference) for c in canaries(b)) or contended(b["extra_info"], cores)]
-
-
-def run_cores(result: dict) -> int | None:
     machine = result.get("machine_info") or {}
-    return machine.get("usable_cores") or machine.get("cpu_count")
+    return [b for b in benchmarks
+            if any(is_disturbed(c, reference) for c in canaries(b)) or contended(b["extra_info"], machine)]
 
 
-def calmer(again: dict, first: dict, cores: int | None) -> bool:
+def calmer(again: dict, first: dict, machine: dict) -> bool:
     """Whether a benchmark timed again is the better measurement: free of a co-tenant where the
     first was not, or as free and with a calmer canary."""
-    shared_again, shared_first = contended(again["extra_info"], cores), contended(first["extra_info"], cores)
+    shared_again, shared_first = contended(again["extra_info"], machine), contended(first["extra_info"], machine)
     if shared_again != shared_first:
         return shared_first
     return max(canaries(again), default=0.0) < max(canaries(first), default=0.0)
@@ -262,7 +257,7 @@ def retime_disturbed(result: dict, options: RunOptions, partial: Path, run_id: s
             if again is None:
                 continue
             again["extra_info"]["retimed"] = attempt
-            if calmer(again, bench, run_cores(result)):
+            if calmer(again, bench, result.get("machine_info") or {}):
                 result["benchmarks"][index] = again
             else:
                 bench["extra_info"]["retimed"] = attempt
