@@ -79,8 +79,21 @@ def profiled(call: PhaseCall, device: str):
     return recorded
 
 
+def activity_of(event) -> str:
+    """The kineto activity type of a profiler event ("kernel", "gpu_memcpy", "cpu_op", ...). Torch
+    before 2.12 has no `activity_type()`: there an event on the cuda device that is not a user
+    annotation is device work, counted as a kernel."""
+    if hasattr(event, "activity_type"):
+        return event.activity_type()
+    from torch.autograd import DeviceType  # torch is imported wherever there are events to read
+
+    on_device = event.device_type() == DeviceType.CUDA
+    annotation = getattr(event, "is_user_annotation", lambda: False)()
+    return "kernel" if on_device and not annotation else "host"
+
+
 def tally_of(recorded) -> LaunchCount:
-    return tally((e.name(), e.activity_type(), e.duration_ns()) for e in recorded.profiler.kineto_results.events())
+    return tally((e.name(), activity_of(e), e.duration_ns()) for e in recorded.profiler.kineto_results.events())
 
 
 def count_launches(call: PhaseCall, device: str) -> LaunchCount:
