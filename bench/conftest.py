@@ -16,8 +16,8 @@ import pytest
 from twolayer import SUITE_VERSION
 from twolayer.cases import plan_cases
 from twolayer.devices import device_absent_reason
-from twolayer.environment import machine_facts, set_threads
-from twolayer.timing import QUICK, Budget
+from twolayer.measure.timing import QUICK, Budget
+from twolayer.provenance import machine_facts, set_threads
 from twolayer.variants.ddp import (
     DEFAULT_COLLECTIVE_TIMEOUT_S,
     join_from_environment,
@@ -88,7 +88,7 @@ def joined(collective, *args):
     try:
         return collective(*args)
     except RuntimeError as error:
-        from twolayer.rank_pytest import JOINING, record_failure
+        from twolayer.run.rank_pytest import JOINING, record_failure
 
         lines = str(error).strip().splitlines()
         message = f"{JOINING}{lines[0] if lines else type(error).__name__}"
@@ -98,7 +98,7 @@ def joined(collective, *args):
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A ddp world of one made in this process is taken down while nothing holds it (a launched
-    rank's group is left by `twolayer.rank_pytest`)."""
+    rank's group is left by `twolayer.run.rank_pytest`)."""
     leave_world_of_one()
 
 

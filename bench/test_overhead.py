@@ -4,14 +4,13 @@
 synchronisation, the floor under every GPU figure (on cpu it is a no-op call). On cuda,
 `harness_launch` times an empty kernel's launch and synchronisation, and `harness_graph` the
 replay of a CUDA graph of that one kernel: the two costs the launch floor is made of
-(`twolayer.launches`).
+(`twolayer.measure.launches`).
 """
 
-from harness import record, time_call
-
 from twolayer.devices import synchronize
-from twolayer.launches import empty_launch, one_kernel_graph
-from twolayer.phases import PhaseCall
+from twolayer.measure.harness import record, time_call
+from twolayer.measure.launches import empty_launch, one_kernel_graph
+from twolayer.measure.phases import PhaseCall
 
 
 def overhead_call(what: str, device: str) -> PhaseCall:

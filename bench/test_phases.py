@@ -1,8 +1,7 @@
 """Every variant, device, phase, dtype and size of the selection, timed per call."""
 
-from harness import check_finite, record, time_call, time_solo
-
-from twolayer.phases import phase_call
+from twolayer.measure.harness import check_finite, record, time_call, time_solo
+from twolayer.measure.phases import phase_call
 from twolayer.variants import VARIANTS, build, resolve
 from twolayer.variants.ddp import DDP, solo_group
 

@@ -9,14 +9,16 @@ import pandas as pd
 import pytest
 from synthetic_runs import bench, constant, write_run
 
-from twolayer import canary as canary_module
-from twolayer import run as run_module
-from twolayer.canary import MachineState, known_quiet_canary, machine_load, remember_quiet_canary
+from twolayer.analysis.compare import compare_tables
 from twolayer.cli import main
-from twolayer.compare import compare_tables
-from twolayer.report import build_report
-from twolayer.results import load_runs
-from twolayer.run import RunOptions, disturbed_benchmarks, retime_disturbed
+from twolayer.disturbance import disturbed_benchmarks
+from twolayer.measure import canary as canary_module
+from twolayer.measure.canary import MachineState, known_quiet_canary, machine_load, remember_quiet_canary
+from twolayer.report.page import build_report
+from twolayer.results.table import load_runs
+from twolayer.run import driver as run_module
+from twolayer.run.options import RunOptions
+from twolayer.run.retime import retime_disturbed
 
 QUIET = MachineState(canary_s=100e-6, quiet_s=100e-6, load_avg_1m=0.1, others_running=0)
 BUSY = MachineState(canary_s=40e-3, quiet_s=100e-6, load_avg_1m=2.0, others_running=2)

@@ -3,9 +3,10 @@
 import pytest
 from synthetic_runs import bench, constant, write_run
 
-from twolayer.canary import DISTURBED_CANARY_RATIO, canary_seconds, is_disturbed
-from twolayer.report import build_report
-from twolayer.results import load_runs
+from twolayer.disturbance import DISTURBED_CANARY_RATIO, is_disturbed
+from twolayer.measure.canary import canary_seconds
+from twolayer.report.page import build_report
+from twolayer.results.table import load_runs
 
 
 def test_canary_is_the_median_of_its_calls():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from synthetic_runs import DATA, bench, constant, write_run
 
-from twolayer.charts import phase_charts, with_quartiles
-from twolayer.report import build_report, comparison
-from twolayer.results import load_runs
+from twolayer.report.charts import phase_charts, with_quartiles
+from twolayer.report.page import build_report, comparison
+from twolayer.results.table import load_runs
 
 pytest.importorskip("matplotlib")
 

@@ -12,13 +12,16 @@ import torch
 from one_line import assert_one_line, our_lines, run_cli
 from synthetic_runs import DATA, bench, constant, write_run
 
-from twolayer import run as run_module
 from twolayer.devices import device_absent_reason
-from twolayer.environment import PROJECT_ROOT
 from twolayer.flops import phase_flops
 from twolayer.hardware import cpu_identity, hardware_identity, hardware_key
 from twolayer.problem import Problem
-from twolayer.run import RESULT_FILE, SuiteOutcome, keep_finished, new_run_id
+from twolayer.provenance import PROJECT_ROOT
+from twolayer.results.run_dirs import new_run_id
+from twolayer.run import driver as run_module
+from twolayer.run.keep import keep_finished
+from twolayer.run.pytest_session import SuiteOutcome
+from twolayer.schema import RESULT_FILE
 from twolayer.variants import VARIANTS
 
 BAD_OPTIONS = [
@@ -186,10 +189,10 @@ def test_fidelity_prints_only_its_own_table():
 
 @pytest.mark.parametrize("busy", [False, True])
 def test_fidelity_on_a_busy_machine_says_so_and_marks_its_rows(capsys, monkeypatch, busy):
-    import twolayer.canary as canary
-    import twolayer.fidelity as fidelity
-    from twolayer.canary import MachineState
-    from twolayer.fidelity import FidelityRow
+    import twolayer.cli.fidelity as canary  # the command reads the machine's state before and after
+    import twolayer.run.fidelity as fidelity
+    from twolayer.measure.canary import MachineState
+    from twolayer.run.fidelity import FidelityRow
 
     states = iter([MachineState(100e-6, 100e-6, 0.1, 0), MachineState(400e-6 if busy else 100e-6, 100e-6, 0.1, 0)])
     monkeypatch.setattr(canary, "machine_state", lambda _: next(states))
@@ -252,7 +255,7 @@ def test_an_interrupt_before_any_benchmark_keeps_nothing(capsys, tmp_path, monke
 
 
 def test_an_interrupt_while_retiming_keeps_every_benchmark_timed_once(tmp_path, monkeypatch):
-    from twolayer.canary import MachineState
+    from twolayer.measure.canary import MachineState
 
     entries = [bench("numpy_manual", "forward", constant(1e-4)), bench("torch_manual", "forward", constant(1e-4))]
     for entry, canary in zip(entries, (100e-6, 300e-6)):  # the second timed during a burst: to be retimed
@@ -333,7 +336,7 @@ def test_an_out_that_is_a_file_is_one_line_and_nothing_runs(tmp_path, capsys, co
 
 
 def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monkeypatch):
-    import twolayer.counters as counters
+    import twolayer.count.driver as counters
 
     monkeypatch.setattr(counters, "count_ops", lambda *a, **k: pytest.fail("counted before checking --out"))
     (tmp_path / "file").write_text("")
@@ -354,8 +357,8 @@ def test_output_to_a_reader_that_goes_away_is_not_called_bad_input():
 
 
 def test_more_threads_than_cores_is_warned_about(tmp_path, capsys, monkeypatch):
-    from twolayer.canary import MachineState
-    from twolayer.environment import oversubscription, usable_cores
+    from twolayer.measure.canary import MachineState
+    from twolayer.provenance import oversubscription, usable_cores
 
     assert oversubscription(2, cores=2) is None and oversubscription(None, cores=2) is None
     assert oversubscription(3, cores=2).startswith("--threads 3 is more than the 2 cores")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from synthetic_runs import bench, write_run
 
+from twolayer.analysis.compare import RatioInterval, median_ratio_interval, straddle_reason, verdict
 from twolayer.cli import main
-from twolayer.compare import RatioInterval, median_ratio_interval, straddle_reason, verdict
 
 
 def noise(median, rounds=400, seed=0, spread=0.05):

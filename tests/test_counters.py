@@ -10,28 +10,17 @@ import pytest
 from one_line import assert_one_line
 from synthetic_runs import DATA
 
+from twolayer.analysis.counters import compare_counters
 from twolayer.cases import plan_cases
 from twolayer.cli import main
-from twolayer.count_worker import EMPTY, count_ops
-from twolayer.counters import (
-    COUNTERS_FILE,
-    INSTALL_VALGRIND,
-    CountError,
-    CountOptions,
-    callgrind_totals,
-    compare_counters,
-    count_instructions,
-    count_rows,
-    count_selection,
-    counters_frame,
-    counters_markdown,
-    counters_report_files,
-    dumps_in_order,
-    framework_overhead,
-    read_counters,
-)
+from twolayer.count.callgrind import CountError, callgrind_totals, dumps_in_order
+from twolayer.count.driver import INSTALL_VALGRIND, CountOptions, count_instructions, count_rows, count_selection
+from twolayer.count.worker import count_ops
 from twolayer.devices import device_absent_reason
-from twolayer.results import load_runs
+from twolayer.report.counters import counters_markdown, counters_report_files, framework_overhead
+from twolayer.results.counters import counters_frame, read_counters
+from twolayer.results.table import load_runs
+from twolayer.schema import COUNTERS_FILE, EMPTY
 
 TINY = "8x16x8x2"  # small enough that Valgrind's share of a CI run stays small
 HAS_VALGRIND = shutil.which("valgrind") is not None
@@ -102,7 +91,7 @@ def test_bytes_are_counted_the_same_in_every_process():
     import subprocess
     import sys
 
-    script = ("import json; from twolayer.count_worker import count_ops; print(json.dumps(count_ops({'variants': "
+    script = ("import json; from twolayer.count.worker import count_ops; print(json.dumps(count_ops({'variants': "
               "'torch_manual,numpy_manual', 'devices': 'cpu', 'phases': 'forward,iteration', 'calls': 3, "
               "'warmup': 2})['counts']))")
     seen = []
@@ -120,7 +109,7 @@ def test_bytes_are_counted_the_same_in_every_process():
 def test_a_call_is_measured_only_inside_its_own_window():
     """Memory events are split among the counted calls by their annotations; the uncounted call
     before them, and what happens between calls (setup), count for none."""
-    from twolayer.count_worker import COUNTED, peak_bytes, torch_peak_bytes_per_call
+    from twolayer.count.worker import COUNTED, peak_bytes, torch_peak_bytes_per_call
 
     class Event:
         def __init__(self, name, start, end=None, nbytes=0):
@@ -282,7 +271,7 @@ def test_without_valgrind_count_says_how_to_install_it_and_writes_nothing(tmp_pa
 
 def test_instructions_are_each_dump_over_the_calls_counted(tmp_path, monkeypatch):
     """One dump per benchmark holds all its counted calls: the figure is per call."""
-    import twolayer.counters as counters
+    import twolayer.count.driver as counters
 
     def fake_callgrind(command, what, log, environment=None, timeout_s=None):
         dumps = Path(next(a for a in command if a.startswith("--callgrind-out-file=")).split("=", 1)[1]).parent
@@ -329,7 +318,7 @@ def test_counts_join_each_run_s_own_timings_when_runs_are_read_together(tmp_path
 
 
 def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
-    import twolayer.environment as environment
+    import twolayer.provenance as environment
 
     facts = environment.machine_facts()
     monkeypatch.setattr(environment, "machine_facts", lambda: {**facts, "torch_threads": 4, "numpy_threads": 4})
@@ -387,7 +376,7 @@ def test_under_valgrind_torch_is_held_to_an_isa_valgrind_emulates(tmp_path, monk
     """On an AVX-512 cpu inductor would build `-march=native` kernels that die under Valgrind."""
     import platform
 
-    import twolayer.counters as counters
+    import twolayer.count.callgrind as counters  # where the environment under Valgrind is made
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
@@ -400,7 +389,7 @@ def test_under_valgrind_torch_is_held_to_an_isa_valgrind_emulates(tmp_path, monk
 def test_a_worker_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_path):
     import sys
 
-    from twolayer.counters import run_worker
+    from twolayer.count.driver import run_worker
 
     script = ("import os, signal; print('==1== vex amd64->IR: unhandled instruction bytes: 0x62 0xF3'); "
               "print('==1== I   refs:      0', flush=True); os.kill(os.getpid(), signal.SIGILL)")
@@ -414,7 +403,7 @@ def scripted_call(log: list):
     """A phase call that logs its setups and targets; its target runs one real aten op."""
     import torch
 
-    from twolayer.phases import PhaseCall
+    from twolayer.measure.phases import PhaseCall
 
     x = torch.ones(2, 2)
     return PhaseCall(target=lambda: (log.append("target"), x.mm(x)), setup=lambda: log.append("setup"))
@@ -423,9 +412,9 @@ def scripted_call(log: list):
 def test_a_cuda_count_runs_each_measure_on_its_own_call_with_its_setup(monkeypatch):
     """Dispatched ops, the device memory peak and the launches each come from their own call of
     the phase, each after its setup; launches and kernels from the profiler's events."""
-    import twolayer.device_memory as device_memory
-    import twolayer.launches as launches
-    from twolayer.count_worker import count_on_cuda
+    import twolayer.measure.device_memory as device_memory
+    import twolayer.measure.launches as launches
+    from twolayer.count.worker import count_on_cuda
 
     log = []
     call = scripted_call(log)
@@ -462,10 +451,9 @@ def cuda_cases(variants="torch_manual", phases="forward"):
 def fake_counting(monkeypatch, cases, cuda_instructions, cuda_ops=None):
     """count_selection with its two workers scripted: the ops worker counts every case, the
     callgrind worker each device's cases (cuda's raising `cuda_instructions` if it is an error)."""
-    import twolayer.cases
-    import twolayer.counters as counters
+    import twolayer.count.driver as counters
 
-    monkeypatch.setattr(twolayer.cases, "plan_cases", lambda *args, **kwargs: cases)
+    monkeypatch.setattr(counters, "plan_cases", lambda *args, **kwargs: cases)
     monkeypatch.setattr(counters, "valgrind_version", lambda valgrind: "valgrind-3.19.0")
     def ops(plan_path, work, device):
         assert json.loads(plan_path.read_text())["devices"] == device  # a process a device
@@ -537,7 +525,7 @@ def test_cuda_ops_that_cannot_be_counted_leave_the_cpu_counts(tmp_path, monkeypa
 
 
 def test_a_cpu_count_that_fails_fails_the_whole_count_and_writes_nothing(tmp_path, monkeypatch):
-    import twolayer.counters as counters
+    import twolayer.count.driver as counters
 
     fake_counting(monkeypatch, plan_cases("torch_manual", "cpu", "forward"), None)
 
@@ -556,7 +544,7 @@ def test_a_callgrind_process_past_its_time_is_stopped_with_all_it_started(tmp_pa
     import sys
     import time
 
-    from twolayer.counters import run_worker
+    from twolayer.count.driver import run_worker
 
     child = tmp_path / "child.pid"
     script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
@@ -606,8 +594,8 @@ def test_a_carried_valgrind_kit_counts_on_its_own(tmp_path):
     the copy runs from its own folder, with no PATH, and `twolayer count --valgrind` accepts it."""
     import subprocess
 
-    from twolayer.counters import valgrind_version
-    from twolayer.environment import PROJECT_ROOT
+    from twolayer.count.driver import valgrind_version
+    from twolayer.provenance import PROJECT_ROOT
 
     kit = tmp_path / "kit"
     subprocess.run([str(PROJECT_ROOT / ".ci" / "valgrind-kit"), str(kit)], check=True, capture_output=True)
@@ -626,8 +614,8 @@ def test_on_cuda_the_counted_window_holds_the_work_never_a_wait_for_the_device(m
 
     import torch
 
-    import twolayer.count_worker as worker
-    from twolayer.phases import PhaseCall
+    import twolayer.count.worker as worker
+    from twolayer.measure.phases import PhaseCall
 
     log = []
     call = PhaseCall(target=lambda: log.extend(["work", "sync"]), setup=lambda: log.append("setup"),

@@ -16,7 +16,7 @@ from test_gradients import TOLERANCE, reference_for, relative_error
 from test_training import FINAL_LOSS_TOLERANCE, trajectory
 
 import twolayer.variants.cuda_graph as cuda_graph_module
-from twolayer.phases import phase_call
+from twolayer.measure.phases import phase_call
 from twolayer.problem import Problem, make_weights
 from twolayer.train import train
 from twolayer.variants import build, resolve

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twolayer.environment import PROJECT_ROOT
 from twolayer.problem import Problem
+from twolayer.provenance import PROJECT_ROOT
 from twolayer.variants import build, resolve
 from twolayer.variants.ddp import leave_world_of_one
 
@@ -42,7 +42,7 @@ json.dump({"gradients": gradients, "losses": losses, "decided": decided}, open(o
 dist.barrier()  # neither rank tears gloo down while the other still talks to it
 dist.destroy_process_group()
 sys.stdout.flush()
-os._exit(0)  # as twolayer.rank_pytest ends a rank: a C++ destructor at exit aborts now and then
+os._exit(0)  # as twolayer.run.rank_pytest ends a rank: a C++ destructor at exit aborts now and then
 """ % ITERATIONS
 
 

@@ -20,10 +20,10 @@ import pytest
 from one_line import assert_one_line, failure_lines, run_cli
 from synthetic_runs import bench, constant, write_run
 
-from twolayer.ddp_launch import failure_line
-from twolayer.environment import PROJECT_ROOT
-from twolayer.rank_pytest import rank_arguments
-from twolayer.results import load_runs
+from twolayer.provenance import PROJECT_ROOT
+from twolayer.results.table import load_runs
+from twolayer.run.ddp_launch import failure_line
+from twolayer.run.rank_pytest import rank_arguments
 
 SIZE = "16x50x20x5"  # small, and stable under plain SGD for the thousands of iterations a timing runs
 
@@ -61,7 +61,7 @@ def test_ddp_is_not_counted(capsys, tmp_path):
 
 
 def test_only_rank_zero_writes_the_json_and_every_rank_stops_at_its_first_failure():
-    args = ["bench/test_phases.py", "--benchmark-json=/x.json", "-p", "twolayer.outcomes", "--tl-passed-file=/p"]
+    args = ["bench/test_phases.py", "--benchmark-json=/x.json", "-p", "twolayer.run.pytest_outcomes", "--tl-passed-file=/p"]
     assert rank_arguments(list(args), 0) == [*args, "-x"]
     assert rank_arguments(list(args), 1) == ["bench/test_phases.py", "-x"]
 

@@ -15,19 +15,18 @@ import sys
 import pytest
 from synthetic_runs import bench, constant, write_run
 
-from twolayer.device_memory import phase_peak_bytes
-from twolayer.device_time import MAX_ROUNDS, MIN_LEAD_S, MIN_ROUNDS, Stream, cycles_per_second, device_rounds, host_share
-from twolayer.environment import PROJECT_ROOT
-from twolayer.launches import LaunchCount, activity_of, count_launches, is_launch, launch_floor_s, tally
-from twolayer.phases import PhaseCall, phase_call
+from twolayer.measure import harness  # noqa: E402
+from twolayer.measure.device_memory import phase_peak_bytes
+from twolayer.measure.device_time import MAX_ROUNDS, MIN_LEAD_S, MIN_ROUNDS, Stream, cycles_per_second, device_rounds
+from twolayer.measure.launches import LaunchCount, activity_of, count_launches, is_launch, tally
+from twolayer.measure.phases import PhaseCall, phase_call
+from twolayer.measure.timing import RoundPlan
 from twolayer.problem import Problem
-from twolayer.report import build_report
-from twolayer.results import ResultsError, load_runs
-from twolayer.timing import RoundPlan
+from twolayer.report.page import build_report
+from twolayer.results.derived import host_share, launch_floor_s
+from twolayer.results.run_file import ResultsError
+from twolayer.results.table import load_runs
 from twolayer.variants import build
-
-sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-import harness  # noqa: E402  (bench/ is not a package)
 
 
 class ScriptedDevice:
@@ -354,7 +353,7 @@ def test_without_threadpoolctl_numpy_threads_are_unknown_and_setting_threads_sti
     """A GPU machine's image may lack threadpoolctl: provenance says unknown rather than failing."""
     import torch
 
-    from twolayer.environment import numpy_threads, set_threads
+    from twolayer.provenance import numpy_threads, set_threads
 
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import raises ImportError
     before = torch.get_num_threads()

@@ -11,24 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from twolayer.analysis.compare import bootstrap_medians
 from twolayer.cli import main
-from twolayer.compare import bootstrap_medians
-from twolayer.environment import PROJECT_ROOT
-from twolayer.gate import (
-    GateError,
-    GateOptions,
-    Pairs,
-    Processes,
-    gate_case,
-    gate_markdown,
-    matched_cases,
-    provenance_warnings,
-    request_all,
-    result_rows,
-    undistributed,
-)
-from twolayer.gate_worker import Worker, serve
-from twolayer.phases import PhaseCall
+from twolayer.gate.driver import GateOptions, gate_case, provenance_warnings, result_rows
+from twolayer.gate.matching import matched_cases, undistributed
+from twolayer.gate.pairs import Pairs
+from twolayer.gate.worker import Worker, serve
+from twolayer.gate.workers import GateError, Processes, request_all
+from twolayer.measure.phases import PhaseCall
+from twolayer.provenance import PROJECT_ROOT
+from twolayer.report.verdicts import gate_markdown
 
 CASE = {"id": "cpu-forward-float32-64x1000x100x10-torch_manual", "device": "cpu", "variant": "torch_manual",
         "phase": "forward", "dtype": "float32", "dtype_mode": "float32", "size": "64x1000x100x10", "skip": None}
@@ -322,7 +314,7 @@ def test_a_base_tree_without_the_worker_is_refused_in_one_line(tmp_path, capsys)
     ("--sizes", "1x2x3", "1x2x3"),
 ])
 def test_a_bad_selection_is_refused_before_any_worker_starts(tmp_path, capsys, monkeypatch, option, value, message):
-    import twolayer.gate as gate
+    import twolayer.gate.driver as gate
 
     monkeypatch.setattr(gate, "start_sides", lambda *args, **kwargs: pytest.fail("workers started"))
     code = main(["gate", str(PROJECT_ROOT), option, value, "--out", str(tmp_path / "out")])
@@ -333,7 +325,7 @@ def test_a_bad_selection_is_refused_before_any_worker_starts(tmp_path, capsys, m
 
 def test_the_worker_keeps_stdout_for_the_protocol():
     """A library that prints must not corrupt the replies: the worker moves stdout to stderr."""
-    script = ("import twolayer.gate_worker as worker\n"
+    script = ("import twolayer.gate.worker as worker\n"
               "answer = worker.Worker.handle\n"
               "def chatty(self, request):\n"
               "    print('chatter from a library')\n"
@@ -506,7 +498,7 @@ def test_every_difference_between_the_trees_workers_is_warned_about(field):
 
 
 def test_the_gate_s_options_reach_it_in_their_units(tmp_path, monkeypatch):
-    import twolayer.gate as gate
+    import twolayer.cli.gate as gate  # the command, which calls the driver's run_gate
 
     seen = {}
 

@@ -16,8 +16,8 @@ from one_line import assert_one_line
 from synthetic_history import BASE_US, COMMITS, commit_id, series_with_noise, write_history
 from synthetic_runs import bench, write_run
 
+from twolayer.analysis.history import HARDWARE, MIN_SEGMENT, VERSIONS, build_history, cause_of, change_points
 from twolayer.cli import main
-from twolayer.history import HARDWARE, MIN_SEGMENT, VERSIONS, build_history, cause_of, change_points
 
 
 def test_a_planted_step_is_found_at_its_commit_and_nothing_else(tmp_path):

@@ -9,9 +9,9 @@ from one_line import assert_one_line
 
 from twolayer import cases
 from twolayer.cli import main
-from twolayer.environment import PROJECT_ROOT
 from twolayer.memory import MARGIN, Available, available_memory, estimate_bytes
 from twolayer.problem import Problem
+from twolayer.provenance import PROJECT_ROOT
 
 IMPOSSIBLE = "100000x100000x100000x10"
 

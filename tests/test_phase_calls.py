@@ -7,7 +7,7 @@ from numpy_trace import operations, trace_arrays
 from test_faithfulness import CPU_VARIANTS, as_numpy, parameters
 
 from twolayer.flops import phase_flops
-from twolayer.phases import phase_call
+from twolayer.measure.phases import phase_call
 from twolayer.problem import Problem
 from twolayer.variants import build
 

@@ -10,8 +10,9 @@ from one_line import assert_one_line
 from synthetic_runs import DATA, TEMPLATE, bench, constant, write_run
 
 from twolayer.cli import main
-from twolayer.report import build_report, write_report
-from twolayer.results import COLUMNS, IN_MEMORY, ResultsError, load_runs
+from twolayer.report.page import build_report, write_report
+from twolayer.results.run_file import ResultsError
+from twolayer.results.table import COLUMNS, IN_MEMORY, load_runs
 
 
 def run_cli(capsys, *argv):
@@ -264,8 +265,7 @@ def test_an_unwritable_output_is_one_line_exit_2(capsys, tmp_path):
 
 
 def test_a_full_disk_names_the_file_and_leaves_nothing(capsys, tmp_path, monkeypatch):
-    from twolayer import files
-
+    from twolayer import atomic_files as files
     real_fdopen = files.os.fdopen
 
     class FullDisk:
@@ -297,8 +297,7 @@ def test_non_numeric_timings_are_refused(capsys, tmp_path):
 
 
 def test_a_failure_while_writing_leaves_every_existing_file(tmp_path, monkeypatch):
-    from twolayer import files
-
+    from twolayer import atomic_files as files
     report = build_report(load_runs([DATA / "cpu_run.json"]), charts=False)
     (tmp_path / "summary.csv").write_text("old\n")
     staged = []
@@ -329,7 +328,7 @@ def test_a_run_from_uncommitted_changes_says_so_in_its_commit(tmp_path, dirty):
 
 
 def test_the_baseline_is_its_cpu_row_even_where_it_also_ran_on_cuda(tmp_path):
-    from twolayer.report import comparison
+    from twolayer.report.page import comparison
 
     medians = {("cpu", "torch_manual"): 4e-4, ("cpu", "module_linear"): 8e-4, ("cuda", "torch_manual"): 1e-4,
                ("cuda", "module_linear"): 2e-4}

@@ -7,18 +7,18 @@ import pandas as pd
 import pytest
 from synthetic_runs import bench, constant, write_run
 
-from twolayer import cli
-from twolayer import peak as peak_module
 from twolayer import problem as problem_module
-from twolayer.canary import MachineState
 from twolayer.cases import SWEEP_SIZES
 from twolayer.cli import main
+from twolayer.cli import run as cli  # `twolayer run`: the module whose run_suite is replaced
 from twolayer.hardware import hardware_identity
-from twolayer.peak import Peak, cached_peaks
+from twolayer.measure import peak as peak_module
+from twolayer.measure.canary import MachineState
+from twolayer.measure.peak import Peak, cached_peaks
 from twolayer.problem import Problem, initial_curvature, parse_size, sgd_rate_scale
-from twolayer.report import build_report
-from twolayer.results import load_runs
-from twolayer.run import RunFailed
+from twolayer.report.page import build_report
+from twolayer.results.table import load_runs
+from twolayer.run.options import RunFailed
 from twolayer.train import train
 from twolayer.variants import VARIANTS, build, device_problem, resolve
 

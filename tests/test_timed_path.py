@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import traceback
 
 import pytest
+import test_phases as bench_phases  # noqa: E402
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from twolayer.cases import plan_cases
-from twolayer.environment import PROJECT_ROOT
-from twolayer.phases import PhaseCall, phase_call
+from twolayer.measure import harness  # noqa: E402
+from twolayer.measure.phases import PhaseCall, phase_call
+from twolayer.measure.timing import Budget, RoundPlan
 from twolayer.problem import Problem
-from twolayer.timing import Budget, RoundPlan
 from twolayer.variants import VARIANTS, build
-
-sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-import harness  # noqa: E402  (bench/ is not a package: pytest puts it on the path the same way)
-import test_phases as bench_phases  # noqa: E402
 
 PLAN = RoundPlan(rounds=7, warmup_rounds=3, probe_round_s=1e-3)
 HOST_SYNC_OPS = {"_local_scalar_dense", "nonzero", "_assert_async"}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from twolayer.phases import PhaseCall
-from twolayer.timing import QUICK, Budget, plan_rounds
+from twolayer.measure.phases import PhaseCall
+from twolayer.measure.timing import QUICK, Budget, plan_rounds
 
 
 class ScriptedClock:

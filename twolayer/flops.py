@@ -14,6 +14,9 @@ STEP_FLOPS_PER_PARAMETER = {"sgd": 2, "adam": 12}
 
 
 def phase_flops(problem: Problem, phase: str, optimizer: str = "sgd", bias: bool = False) -> int:
+    """Floating-point operations of one call of `phase` at the problem's size: the matrix products, the ReLU
+    and loss elementwise work, and the optimiser's update (`optimizer`, with `bias` terms where a variant has
+    them)."""
     n, d_in, hidden, d_out = problem.n, problem.d_in, problem.hidden, problem.d_out
     forward = (
         2 * n * d_in * hidden  # x @ W1

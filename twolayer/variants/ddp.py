@@ -1,24 +1,7 @@
 """Beyond the tutorial: 方案七 (`nn.Sequential` without bias, `MSELoss(reduction='sum')`, SGD) wrapped in
 `torch.nn.parallel.DistributedDataParallel`, one process per rank.
 
-Strong scaling (the default): the global batch of N rows is split across the ranks, rank r taking
-rows [r * N / W, (r + 1) * N / W) (N must divide by the world size W). DDP averages the gradients
-of the ranks in its all-reduce, while the tutorial's loss is a sum over the whole batch; so each
-rank's loss is multiplied by W, and the averaged gradient is exactly the full batch's. With the
-same learning rate the trajectory is then that of `nn_sequential_optim` at every world size.
-Weak scaling: every rank gets N rows of its own (drawn with its rank in the seed) and the loss is
-not scaled: each rank does the single-process work, and the global batch grows with W.
-
-`backward` includes the gradient all-reduce, which DDP overlaps with the backward pass.
-
-The process group must exist before the variant is built: `torchrun` (or `twolayer run --world-size`)
-makes it from the environment (`join_from_environment`); where none exists, a world of one is made in
-this process (gloo on cpu, NCCL on cuda, an in-memory store), so that the variant also runs, and is
-timed, alone.
-
-`group` and `shard` serve the estimate of communication (`comm_s`): a rank's "solo" twin runs DDP
-over a group of its own rank only, on the same rows its rank holds in the whole world, so that its
-backward does the same compute with no peer to exchange gradients with.
+Why it is built this way, and the measurements behind it: docs/design.md, "twolayer.variants.ddp".
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """Beyond the tutorial (cuda): 方案二's iteration under `torch.compile(mode="reduce-overhead")`, that is
 inductor's own CUDA graphs: the idiomatic counterpart to the hand-made `cuda_graph`.
 
-Inductor replays a graph only where it may. An input the graph writes into (the weights, which
-the step updates in place) must be one it knows keeps its address, or inductor runs that graph's
-kernels one launch at a time instead ("skipping cudagraphs due to mutated inputs"). So the
-weights, and the data and targets that every call reads, are marked with
-`torch._dynamo.mark_static_address` before the first call. Every call then begins a new step
-(`torch.compiler.cudagraph_mark_step_begin()`): it tells inductor that the outputs of the previous
-replay (its loss and gradients, which live in the graph's own memory) will not be read again.
-
-As for `cuda_graph`, only `forward` and `iteration`: backward and step are not replayed apart from
-the forward that feeds them. The first call of each graph compiles and records it (in untimed
-warm-up); that one-off cost is `compile_s`. On the cpu (tests only) the same code compiles
-without graphs.
+Why it is built this way, and the measurements behind it: docs/design.md, "twolayer.variants.torch_compile_graphs".
 """
 
 from __future__ import annotations

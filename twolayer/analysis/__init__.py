@@ -1,0 +1,1 @@
+"""Judging results: compare two runs, and find where a history of runs changed."""

@@ -1,0 +1,1 @@
+"""`twolayer count`: deterministic counters (instructions under callgrind, aten ops, bytes) per benchmark."""

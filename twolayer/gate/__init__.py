@@ -1,0 +1,1 @@
+"""`twolayer gate`: paired, interleaved timing of two checkouts in worker processes, and its verdicts."""
