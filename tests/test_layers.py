@@ -74,3 +74,20 @@ def test_modules_and_functions_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not too_long, "\n".join(sorted(too_long))
+
+
+def test_the_harness_writes_the_record_the_schema_declares_and_the_reader_requires():
+    """One declaration of a benchmark's record (`twolayer.schema`): the harness writes exactly its
+    fields, and every field the results reader requires is among them."""
+    from types import SimpleNamespace
+
+    from twolayer.cases import plan_cases
+    from twolayer.measure.harness import record
+    from twolayer.schema import CASE_FIELDS, REQUIRED_EXTRA_INFO
+
+    (case,) = plan_cases("numpy_manual", "cpu", "forward")
+    benchmark = SimpleNamespace(extra_info={}, group=None)
+    record(benchmark, variant=case.variant, phase=case.phase, device=case.device, dtype=case.dtype, case=case)
+    assert tuple(benchmark.extra_info) == CASE_FIELDS
+    assert set(REQUIRED_EXTRA_INFO) <= set(CASE_FIELDS)
+    assert benchmark.extra_info["variant"] == "numpy_manual" and benchmark.extra_info["flops"] > 0

@@ -11,6 +11,16 @@ PASSED_FILE = "passed.txt"  # the tests that passed (twolayer.run.pytest_outcome
 COUNTERS_FILE = "counters.json"
 INTERRUPTED_SUFFIX = "-interrupted"  # the directory of a run stopped by Ctrl-C or SIGTERM
 
+# A benchmark's record: the extra_info that `twolayer.measure.harness.record` writes for every
+# benchmark (it checks that it wrote exactly these), and what `twolayer.results.run_file` requires
+# of a run, old runs included (the fields every version of the suite has written).
+CASE_FIELDS = ("suite_version", "variant", "phase", "device", "device_name", "dtype", "dtype_mode", "n", "d_in",
+               "hidden", "d_out", "size", "learning_rate", "flops", "torch_threads", "numpy_threads", "pass",
+               "world_size", "scaling")
+REQUIRED_EXTRA_INFO = ("variant", "phase", "device", "device_name", "dtype", "size", "flops",
+                       "torch_threads", "numpy_threads")
+REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")  # pytest-benchmark's
+
 # The same benchmark in two runs or two trees.
 MATCH = ("device", "variant", "phase", "dtype", "dtype_mode", "size", "world_size", "scaling")
 # what a side from before distributed variants existed says of its cases: one rank, no scaling

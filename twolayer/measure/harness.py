@@ -18,6 +18,7 @@ from twolayer.measure.launches import count_launches
 from twolayer.measure.phases import PhaseCall
 from twolayer.measure.timing import Budget, RoundPlan, plan_rounds
 from twolayer.provenance import numpy_threads
+from twolayer.schema import CASE_FIELDS
 from twolayer.variants.ddp import rank_zeros
 
 
@@ -26,29 +27,30 @@ def record(benchmark, *, variant: str, phase: str, device: str, dtype: str | Non
     """Everything needed to read the result later without the test id: what ran, where, how big."""
     problem = case.problem if case else None
     benchmark.group = case.group if case else f"{device} overhead"
-    benchmark.extra_info.update(
-        {
-            "suite_version": SUITE_VERSION,
-            "variant": variant,
-            "phase": phase,
-            "device": device,
-            "device_name": device_name(device),
-            "dtype": dtype,
-            "dtype_mode": case.dtype_mode if case else None,
-            "n": problem.n if problem else None,
-            "d_in": problem.d_in if problem else None,
-            "hidden": problem.hidden if problem else None,
-            "d_out": problem.d_out if problem else None,
-            "size": problem.size_label if problem else None,
-            "learning_rate": problem.learning_rate if problem else None,
-            "flops": case.flops() if case else 0,
-            "torch_threads": torch.get_num_threads(),
-            "numpy_threads": numpy_threads(),
-            "pass": pass_index,  # 1..K under `--repeat K`; 0 in a single pass
-            "world_size": case.world_size if case else 1,  # ranks (a distributed variant's); 1 for the others
-            "scaling": case.scaling if case else "",  # strong or weak (a distributed variant's)
-        }
-    )
+    fields = {
+        "suite_version": SUITE_VERSION,
+        "variant": variant,
+        "phase": phase,
+        "device": device,
+        "device_name": device_name(device),
+        "dtype": dtype,
+        "dtype_mode": case.dtype_mode if case else None,
+        "n": problem.n if problem else None,
+        "d_in": problem.d_in if problem else None,
+        "hidden": problem.hidden if problem else None,
+        "d_out": problem.d_out if problem else None,
+        "size": problem.size_label if problem else None,
+        "learning_rate": problem.learning_rate if problem else None,
+        "flops": case.flops() if case else 0,
+        "torch_threads": torch.get_num_threads(),
+        "numpy_threads": numpy_threads(),
+        "pass": pass_index,  # 1..K under `--repeat K`; 0 in a single pass
+        "world_size": case.world_size if case else 1,  # ranks (a distributed variant's); 1 for the others
+        "scaling": case.scaling if case else "",  # strong or weak (a distributed variant's)
+    }
+    if tuple(fields) != CASE_FIELDS:  # the record and its declaration (twolayer.schema) move together
+        raise AssertionError(f"the harness writes {tuple(fields)}, twolayer.schema declares {CASE_FIELDS}")
+    benchmark.extra_info.update(fields)
 
 
 def time_call(benchmark, call: PhaseCall, budget: Budget, device: str = "cpu", torch_work: bool = True

@@ -10,12 +10,7 @@ from typing import Any
 import numpy as np
 
 from twolayer.problem import parse_size
-
-REQUIRED_EXTRA_INFO = ("variant", "phase", "device", "device_name", "dtype", "size", "flops",
-                       "torch_threads", "numpy_threads")
-
-
-REQUIRED_STATS = ("median", "iqr", "mean", "stddev", "min", "max", "rounds")
+from twolayer.schema import REQUIRED_EXTRA_INFO, REQUIRED_STATS
 
 
 class ResultsError(ValueError):
