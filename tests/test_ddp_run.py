@@ -270,13 +270,13 @@ def test_under_torchrun_each_rank_runs_the_suite_and_rank_zero_alone_keeps_it(tm
 
 
 def test_ddp_on_cuda_needs_a_gpu_per_rank(monkeypatch):
-    from twolayer.cases import ranks_problem
+    from twolayer.cases import ranks_reason
     from twolayer.problem import Problem
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert ranks_problem(Problem(), "cuda", 2, "strong") == "ddp on cuda needs a GPU per rank: 2 ranks here, 1 GPU(s)"
-    assert ranks_problem(Problem(), "cuda", 1, "strong") is None
-    assert ranks_problem(Problem(), "cpu", 2, "strong") is None
-    assert ranks_problem(Problem(n=63), "cpu", 2, "weak") is None  # weak scaling splits nothing
+    assert ranks_reason(Problem(), "cuda", 2, "strong") == "ddp on cuda needs a GPU per rank: 2 ranks here, 1 GPU(s)"
+    assert ranks_reason(Problem(), "cuda", 1, "strong") is None
+    assert ranks_reason(Problem(), "cpu", 2, "strong") is None
+    assert ranks_reason(Problem(n=63), "cpu", 2, "weak") is None  # weak scaling splits nothing

@@ -6,7 +6,7 @@ from device_params import DEVICES
 from reference import finite_difference, reference_gradients
 
 from twolayer.problem import Problem, make_data, make_weights
-from twolayer.variants import VARIANTS, build, device_problem, resolve
+from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
 
 # Relative error in the gradient's norm that each dtype's rounding allows.
 TOLERANCE = {"float32": 2e-5, "float64": 1e-12}
@@ -28,7 +28,7 @@ def gradients_at_start(variant, name):
 
 
 def skip_unless_usable(name, device):
-    reason = device_problem(name, device)
+    reason = variant_device_reason(name, device)
     if reason is not None:
         pytest.skip(reason)
 

@@ -20,7 +20,7 @@ from twolayer.report.page import build_report
 from twolayer.results.table import load_runs
 from twolayer.run.options import RunFailed
 from twolayer.train import train
-from twolayer.variants import VARIANTS, build, device_problem, resolve
+from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
 
 
 def test_sgd_rate_scales_with_the_problem_and_adam_does_not():
@@ -65,7 +65,7 @@ def test_the_curvature_beyond_the_arrays_limit_is_the_large_size_formula(monkeyp
 
 @pytest.mark.parametrize("name", [n for n, info in VARIANTS.items() if "cpu" in info.devices])
 def test_every_cpu_variant_trains_finite_and_falls_at_a_sweep_size(name):
-    reason = device_problem(name, "cpu")
+    reason = variant_device_reason(name, "cpu")
     if reason is not None:
         pytest.skip(reason)
     n, d_in, hidden, d_out = parse_size(SWEEP_SIZES[1])

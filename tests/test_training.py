@@ -7,7 +7,7 @@ from device_params import DEVICES
 
 from twolayer.problem import Problem
 from twolayer.train import NonFiniteLoss, train
-from twolayer.variants import VARIANTS, build, device_problem, resolve, run_iteration
+from twolayer.variants import VARIANTS, build, variant_device_reason, resolve, run_iteration
 
 SAME_MATHS = ["numpy_manual", "torch_manual", "torch_autograd", "torch_optim", "torch_mseloss", "nn_sequential_optim"]
 BITWISE_PAIRS = [("torch_manual", "torch_autograd"), ("torch_optim", "torch_mseloss")]
@@ -20,7 +20,7 @@ FINAL_LOSS_TOLERANCE = {"float64": 1e-9, "float32": 0.02}
 
 
 def skip_unless_usable(name, device):
-    reason = device_problem(name, device)
+    reason = variant_device_reason(name, device)
     if reason is not None:
         pytest.skip(reason)
 
@@ -107,7 +107,7 @@ def test_beyond_variants_end_where_their_eager_twin_ends(name, dtype):
 @pytest.mark.parametrize("device", DEVICES)
 def test_every_torch_variant_trains_on_each_device(device):
     for name, info in VARIANTS.items():
-        if device not in info.devices or device_problem(name, device):
+        if device not in info.devices or variant_device_reason(name, device):
             continue
         variant = build(name, Problem(seed=3), device)
         variant.forward()

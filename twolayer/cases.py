@@ -15,7 +15,7 @@ from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_rea
 from twolayer.flops import PHASES, phase_flops
 from twolayer.memory import ALWAYS_FITS, available_memory, estimate_bytes, human_bytes
 from twolayer.problem import DTYPES, Problem, parse_size
-from twolayer.variants import VARIANTS, device_problem, resolve
+from twolayer.variants import VARIANTS, variant_device_reason, resolve
 from twolayer.variants.ddp import launched_world_size
 
 SCALINGS = ("strong", "weak")
@@ -157,16 +157,16 @@ def make_cases(selection: Selection, world_size: int | None = None) -> list[Benc
                             continue  # not applicable: never measured, never faked
                         problem = Problem(n=n, d_in=d_in, hidden=hidden, d_out=d_out,
                                           dtype=None if dtype == TUTORIAL_DTYPE else dtype)
-                        skip = device_problem(variant, device)
+                        skip = variant_device_reason(variant, device)
                         ranks = {}
                         if info.distributed:
                             ranks = dict(world_size=world_size or launched_world_size(), scaling=selection.scaling)
-                            skip = skip or ranks_problem(problem, device, **ranks)
+                            skip = skip or ranks_reason(problem, device, **ranks)
                         cases.append(BenchCase(variant, device, phase, resolve(variant, problem), dtype, skip, **ranks))
     return list(dict.fromkeys(cases))
 
 
-def ranks_problem(problem: Problem, device: str, world_size: int, scaling: str) -> str | None:
+def ranks_reason(problem: Problem, device: str, world_size: int, scaling: str) -> str | None:
     """Why a distributed case cannot run at `world_size`: too few GPUs for one per rank; raises
     ValueError for a batch that strong scaling cannot split evenly (a bad selection, not a skip)."""
     if scaling == "strong" and problem.n % world_size:

@@ -17,7 +17,7 @@ from twolayer.cli.args import (
 from twolayer.measure.canary import machine_state
 from twolayer.provenance import set_threads
 from twolayer.run.options import RunFailed
-from twolayer.variants import VARIANTS, device_problem
+from twolayer.variants import VARIANTS, variant_device_reason
 
 
 def add_parser(commands) -> None:
@@ -32,13 +32,13 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     """Time each cpu iteration with the suite and with torch.utils.benchmark's Timer and print their ratio; a
     busy machine before or after is a warning and marks the rows."""
-    runnable = [name for name in VARIANTS if device_problem(name, "cpu") is None and "iteration" in VARIANTS[name].phases]
+    runnable = [name for name in VARIANTS if variant_device_reason(name, "cpu") is None and "iteration" in VARIANTS[name].phases]
     names = split_list(args.variants) or tuple(runnable)
     for name in names:
         if name not in VARIANTS:
             raise UsageError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         if name not in runnable:
-            raise UsageError(f"{name} cannot run its iteration on the cpu here: {device_problem(name, 'cpu')}")
+            raise UsageError(f"{name} cannot run its iteration on the cpu here: {variant_device_reason(name, 'cpu')}")
     if args.threads is not None:
         set_threads(args.threads)
     from twolayer.run.fidelity import check_fidelity  # pytest and torch.utils.benchmark: only once the input is good

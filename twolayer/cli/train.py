@@ -13,7 +13,7 @@ from twolayer.cli.args import (
 from twolayer.devices import KNOWN_DEVICES
 from twolayer.problem import DTYPES, Problem
 from twolayer.train import train
-from twolayer.variants import VARIANTS, build, device_problem, resolve
+from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
 
 
 def add_parser(commands) -> None:
@@ -30,7 +30,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    reason = device_problem(args.variant, args.device)
+    reason = variant_device_reason(args.variant, args.device)
     if reason is not None:
         raise UsageError(reason)
     problem = resolve(

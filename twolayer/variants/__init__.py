@@ -99,7 +99,7 @@ def variant_info(name: str) -> VariantInfo:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None
 
 
-def device_problem(name: str, device: str) -> str | None:
+def variant_device_reason(name: str, device: str) -> str | None:
     """None when variant `name` can run on `device` here, else the reason it cannot."""
     info = variant_info(name)
     if device not in info.devices:
@@ -119,7 +119,7 @@ def resolve(name: str, problem: Problem) -> Problem:
 def build(name: str, problem: Problem, device: str = "cpu", scaling: str = "strong") -> Variant:
     """A fresh variant at its initial weights, ready for `forward()`. `scaling` (strong or weak) is
     for a distributed variant only."""
-    reason = device_problem(name, device)
+    reason = variant_device_reason(name, device)
     if reason is not None:
         raise ValueError(reason)
     info = variant_info(name)
@@ -128,5 +128,5 @@ def build(name: str, problem: Problem, device: str = "cpu", scaling: str = "stro
     return info.factory(resolve(name, problem), device)
 
 
-__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "device_problem", "iteration_of", "resolve", "run_iteration",
+__all__ = ["VARIANTS", "Variant", "VariantInfo", "build", "variant_device_reason", "iteration_of", "resolve", "run_iteration",
            "variant_info"]
