@@ -208,6 +208,25 @@ def test_fidelity_on_a_busy_machine_says_so_and_marks_its_rows(capsys, monkeypat
 
 def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
     """Ctrl-C reaches `twolayer run` (here, it alone): one line, exit 130, the finished benchmarks kept."""
+    process, err = interrupt_a_run(tmp_path, signal.SIGINT)
+    assert process.returncode == 130
+    # a real run reads the real machine, which the tests around it may keep busy: a warning line of its own
+    error = [line for line in our_lines(err.decode()) if not line.startswith("twolayer run: warning: the machine is busy")]
+    assert_one_line("\n".join(error), "twolayer run: interrupted; the ")
+    assert_kept_marked_interrupted(tmp_path, err)
+
+
+def test_sigterm_keeps_the_finished_benchmarks_as_ctrl_c_does(tmp_path):
+    """A cancelled CI job's SIGTERM: one line naming it, exit 143, the finished benchmarks kept."""
+    process, err = interrupt_a_run(tmp_path, signal.SIGTERM)
+    assert process.returncode == 143
+    error = [line for line in our_lines(err.decode()) if not line.startswith("twolayer run: warning: the machine is busy")]
+    assert_one_line("\n".join(error), "twolayer run: terminated (SIGTERM); the ")
+    assert_kept_marked_interrupted(tmp_path, err)
+
+
+def interrupt_a_run(tmp_path, signum):
+    """A real run of numpy_manual, sent `signum` once two phase benchmarks have passed."""
     process = subprocess.Popen([sys.executable, "-m", "twolayer", "run", "--out", str(tmp_path), "--devices", "cpu",
                                 "--variants", "numpy_manual", "--budget-s", "1", "--no-peak", "--no-report"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -223,14 +242,14 @@ def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
             chunk = os.read(process.stdout.fileno(), 4096)
             assert chunk, seen.decode()
             seen += chunk
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
-    # a real run reads the real machine, which the tests around it may keep busy: a warning line of its own
-    error = [line for line in our_lines(err.decode()) if not line.startswith("twolayer run: warning: the machine is busy")]
-    assert_one_line("\n".join(error), "twolayer run: interrupted; the ")
+    return process, err
+
+
+def assert_kept_marked_interrupted(tmp_path, err):
     assert "Traceback" not in err.decode()
     [kept] = tmp_path.iterdir()
     assert kept.name.endswith("-interrupted") and f"{kept / RESULT_FILE}" in err.decode()

@@ -15,7 +15,7 @@ from twolayer.devices import KNOWN_DEVICES, available_devices, device_absent_rea
 from twolayer.flops import PHASES, phase_flops
 from twolayer.memory import ALWAYS_FITS, available_memory, estimate_bytes, human_bytes
 from twolayer.problem import DTYPES, Problem, parse_size
-from twolayer.variants import VARIANTS, variant_device_reason, resolve
+from twolayer.variants import VARIANTS, resolve, variant_device_reason
 from twolayer.variants.ddp import launched_world_size
 
 SCALINGS = ("strong", "weak")

@@ -11,7 +11,8 @@ from typing import Sequence
 from twolayer.chatter import quiet_library_chatter
 from twolayer.cli import compare, count, fidelity, gate, history, peak, report, run, train
 from twolayer.cli import list as list_command
-from twolayer.cli.args import INTERRUPTED_EXIT, SIGPIPE_EXIT, OneLineParser, UsageError, os_error_text
+from twolayer.cli.args import SIGPIPE_EXIT, OneLineParser, UsageError, os_error_text
+from twolayer.stopping import interrupt_exit, interrupt_word
 from twolayer.train import NonFiniteLoss
 
 COMMANDS = (list_command, train, run, report, compare, gate, count, history, peak, fidelity)
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the command: its exit status, with bad input, an unreadable path or an interrupt
     as one line on stderr (2, 2, 130), a closed stdout as 141."""
+    for stream in ("stdout", "stderr"):  # started with it closed (`>&-`): what it would say goes nowhere
+        if getattr(sys, stream) is None:
+            setattr(sys, stream, open(os.devnull, "w", encoding="utf-8"))
     quiet_library_chatter()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,5 +60,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"twolayer {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"twolayer {args.command}: interrupted", file=sys.stderr)
-        return INTERRUPTED_EXIT
+        print(f"twolayer {args.command}: {interrupt_word()}", file=sys.stderr)
+        return interrupt_exit()

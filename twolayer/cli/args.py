@@ -61,15 +61,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def names(text: str) -> str:
+    """A selection option's value: at least one comma-separated name (an empty one would silently
+    mean the default)."""
+    if not split_list(text):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}; leave the option out for "
+                                         "the default")
+    return text
+
+
 def add_selection_options(parser: argparse.ArgumentParser, devices_default: str | None = None) -> None:
     """The selection every timing and counting command takes (run, gate, count), declared once."""
     devices = devices_default or "every one present"
-    parser.add_argument("--variants", help=f"comma-separated (default: all): {', '.join(VARIANTS)}")
-    parser.add_argument("--devices", default=devices_default, help=f"comma-separated: cpu, cuda, mps (default: {devices})")
-    parser.add_argument("--phases", help=f"comma-separated (default: all): {', '.join(PHASES)}")
-    parser.add_argument("--dtypes", "--dtype", dest="dtypes",
+    parser.add_argument("--variants", type=names, help=f"comma-separated (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument("--devices", type=names, default=devices_default,
+                        help=f"comma-separated: cpu, cuda, mps (default: {devices})")
+    parser.add_argument("--phases", type=names, help=f"comma-separated (default: all): {', '.join(PHASES)}")
+    parser.add_argument("--dtypes", "--dtype", dest="dtypes", type=names,
                         help="comma-separated: float32, float64, or tutorial for each variant's own (default: float32)")
-    parser.add_argument("--sizes", help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
+    parser.add_argument("--sizes", type=names, help="comma-separated NxD_INxHxD_OUT (default: 64x1000x100x10)")
 
 
 def selection_of(args: argparse.Namespace) -> dict[str, str | None]:
@@ -106,7 +116,6 @@ def count_options(args: argparse.Namespace, out: Path, **selection) -> CountOpti
     return options
 
 
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
 def os_error_text(error: Exception) -> str:
     """`reason: file` for an OSError (the file it concerns named), else the error's own message."""

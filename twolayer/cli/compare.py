@@ -20,6 +20,7 @@ from twolayer.results.counters import counted_side
 from twolayer.results.run_file import read_run
 from twolayer.results.table import load_runs
 from twolayer.schema import METRICS as COUNTER_METRICS
+from twolayer.schema import RESULT_FILE
 
 
 def add_parser(commands) -> None:
@@ -65,12 +66,21 @@ def refuse_interrupted(args: argparse.Namespace) -> None:
                              "finished; give --allow-interrupted to compare it anyway")
 
 
+def same_runs(paths: list[Path]) -> set[Path]:
+    """The run files a side names, resolved: a run directory and its benchmarks.json are one run."""
+    return {(path / RESULT_FILE if path.is_dir() else path).resolve() for path in paths}
+
+
 def run(args: argparse.Namespace) -> int:
     """Compare two sides (runs, or comma-separated runs pooled) in time or a counter; write compare.csv (and
     --markdown); exit 1 where something is slower."""
     base, new = [Path(p) for p in split_list(args.base)], [Path(p) for p in split_list(args.new)]
     if not base or not new:
         raise UsageError("give at least one run on each side")
+    if same_runs(base) == same_runs(new):
+        print("twolayer compare: note: both sides are the same run"
+              f"{'s' if len(base) > 1 else ''}: it is compared with itself, and can show no change",
+              file=sys.stderr)
     if args.metric != "time":
         return cmd_compare_counters(args, base, new)
     if args.threshold is None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from twolayer.cases import SWEEP_PHASES, SWEEP_SIZES
 from twolayer.cli.args import (
-    INTERRUPTED_EXIT,
     add_counting_options,
     add_selection_options,
     count_options,
@@ -27,6 +26,7 @@ from twolayer.results.table import load_runs
 from twolayer.run.driver import run_suite
 from twolayer.run.options import RunFailed, RunInterrupted, RunOptions
 from twolayer.schema import RESULT_FILE
+from twolayer.stopping import interrupt_exit, interrupt_word, terminate_as_interrupt
 from twolayer.variants.ddp import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
                          retimes=args.retimes, world_sizes=args.world_size, scaling=args.scaling,
                          collective_timeout_s=args.collective_timeout_s)
+    terminate_as_interrupt()  # a cancelled CI job's SIGTERM keeps what had finished, as Ctrl-C does
     counting = None
     if args.counters:  # the same selection (its distributed variants are timed, not counted)
         counting = count_options(args, Path(args.out), phases=phases, sizes=sizes, quick=args.quick)
@@ -89,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except RunInterrupted as stop:
         if stop.kept is None:
-            print("twolayer run: interrupted before any benchmark was saved; nothing was kept", file=sys.stderr)
+            print(f"twolayer run: {interrupt_word()} before any benchmark was saved; nothing was kept", file=sys.stderr)
         else:
-            print(f"twolayer run: interrupted; the {stop.finished} finished benchmarks are kept, marked interrupted, "
-                  f"in {stop.kept / RESULT_FILE}", file=sys.stderr)
-        return INTERRUPTED_EXIT
+            print(f"twolayer run: {interrupt_word()}; the {stop.finished} finished benchmarks are kept, marked "
+                  f"interrupted, in {stop.kept / RESULT_FILE}", file=sys.stderr)
+        return interrupt_exit()
     print(f"results: {run_dir / RESULT_FILE}")
     if counting is not None:
         try:

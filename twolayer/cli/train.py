@@ -13,7 +13,7 @@ from twolayer.cli.args import (
 from twolayer.devices import KNOWN_DEVICES
 from twolayer.problem import DTYPES, Problem
 from twolayer.train import train
-from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
+from twolayer.variants import VARIANTS, build, resolve, variant_device_reason
 
 
 def add_parser(commands) -> None:

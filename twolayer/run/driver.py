@@ -19,7 +19,7 @@ from twolayer.measure.canary import MachineState, machine_state, remember_quiet_
 from twolayer.measure.peak import cached_peaks
 from twolayer.provenance import PROJECT_ROOT, oversubscription, set_threads
 from twolayer.results.run_dirs import new_run_id
-from twolayer.run.keep import keep_finished, keep_result, merge_runs
+from twolayer.run.keep import OWNER_FILE, claim_partial, clean_abandoned, keep_finished, keep_result, merge_runs
 from twolayer.run.options import RunFailed, RunInterrupted, RunOptions
 from twolayer.run.pytest_session import (
     BENCH_DIR,
@@ -158,9 +158,11 @@ def run_in(options: RunOptions) -> Path | None:
     cases = check_options(options)
     local, local_tests, ranked = split_selection(options, cases)
     options.out.mkdir(parents=True, exist_ok=True)
+    for abandoned in clean_abandoned(options.out):
+        print(f"twolayer run: removed {abandoned}, left by a run that was killed before it finished", file=sys.stderr)
     run_id = new_run_id(options.out)
     partial = options.out / f".{run_id}.partial"
-    partial.mkdir()
+    claim_partial(partial)
     try:
         before = check_machine(options)
         quiet_canary_s = before.quiet_s
@@ -190,6 +192,7 @@ def run_in(options: RunOptions) -> Path | None:
         # pytest-benchmark indents every raw timing onto its own line; compact JSON is a third the size.
         result_path.write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
         (partial / PASSED_FILE).unlink(missing_ok=True)
+        (partial / OWNER_FILE).unlink(missing_ok=True)
         run_dir = options.out / run_id
         os.replace(partial, run_dir)
         return run_dir

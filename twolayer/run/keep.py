@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from twolayer.run.options import RunInterrupted
 from twolayer.schema import PASSED_FILE, RESULT_FILE
+
+OWNER_FILE = "owner.pid"  # in a run's .partial directory: the process writing it
 
 
 def merge_runs(result: dict, more: dict) -> dict:
@@ -24,6 +27,7 @@ def keep_result(result: dict, partial: Path, run_dir: Path) -> RunInterrupted:
     result.setdefault("twolayer", {}).update(run_id=run_dir.name, interrupted=True)
     (partial / RESULT_FILE).write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
     (partial / PASSED_FILE).unlink(missing_ok=True)
+    (partial / OWNER_FILE).unlink(missing_ok=True)
     os.replace(partial, run_dir)
     return RunInterrupted(run_dir, len(result["benchmarks"]))
 
@@ -43,5 +47,40 @@ def keep_finished(partial: Path, run_dir: Path) -> int:
     result.setdefault("twolayer", {}).update(run_id=run_dir.name, interrupted=True)
     (partial / RESULT_FILE).write_text(json.dumps(result, separators=(",", ":")) + "\n", encoding="utf-8")
     (partial / PASSED_FILE).unlink()
+    (partial / OWNER_FILE).unlink(missing_ok=True)
     os.replace(partial, run_dir)
     return len(finished)
+
+
+
+def claim_partial(partial: Path) -> None:
+    """Make `partial` (a run's directory while it is written) and record this process as its owner."""
+    partial.mkdir()
+    (partial / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def owner_alive(partial: Path) -> bool | None:
+    """Whether the process that was writing `partial` still runs; None where it did not say who it
+    was (a run from before owners were recorded)."""
+    try:
+        pid = int((partial / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_abandoned(out: Path) -> list[Path]:
+    """Remove the .partial directories under `out` whose writer is gone (killed with SIGKILL, or
+    its machine lost); return them. A partial whose writer still runs, or that names none, stays."""
+    removed = []
+    for partial in sorted(out.glob(".*.partial")):
+        if partial.is_dir() and owner_alive(partial) is False:
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
