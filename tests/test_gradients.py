@@ -6,7 +6,7 @@ from device_params import DEVICES
 from reference import finite_difference, reference_gradients
 
 from twolayer.problem import Problem, make_data, make_weights
-from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
+from twolayer.variants import VARIANTS, build, resolve, variant_device_reason
 
 # Relative error in the gradient's norm that each dtype's rounding allows.
 TOLERANCE = {"float32": 2e-5, "float64": 1e-12}

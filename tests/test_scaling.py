@@ -20,7 +20,7 @@ from twolayer.report.page import build_report
 from twolayer.results.table import load_runs
 from twolayer.run.options import RunFailed
 from twolayer.train import train
-from twolayer.variants import VARIANTS, build, variant_device_reason, resolve
+from twolayer.variants import VARIANTS, build, resolve, variant_device_reason
 
 
 def test_sgd_rate_scales_with_the_problem_and_adam_does_not():

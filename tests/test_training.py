@@ -7,7 +7,7 @@ from device_params import DEVICES
 
 from twolayer.problem import Problem
 from twolayer.train import NonFiniteLoss, train
-from twolayer.variants import VARIANTS, build, variant_device_reason, resolve, run_iteration
+from twolayer.variants import VARIANTS, build, resolve, run_iteration, variant_device_reason
 
 SAME_MATHS = ["numpy_manual", "torch_manual", "torch_autograd", "torch_optim", "torch_mseloss", "nn_sequential_optim"]
 BITWISE_PAIRS = [("torch_manual", "torch_autograd"), ("torch_optim", "torch_mseloss")]

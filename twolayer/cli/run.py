@@ -20,6 +20,7 @@ from twolayer.cli.args import (
 )
 from twolayer.count.callgrind import CountError
 from twolayer.count.driver import count_selection
+from twolayer.report.answer import answer_lines
 from twolayer.report.page import build_report, write_report
 from twolayer.results.run_file import ResultsError
 from twolayer.results.table import load_runs
@@ -56,6 +57,8 @@ def add_parser(commands) -> None:
                          help="ddp: a rank that died or hung fails the run after this many seconds "
                               f"(default: {DEFAULT_COLLECTIVE_TIMEOUT_S:g})")
     running.add_argument("--out", default="results", help="where run directories go (default: results)")
+    running.add_argument("--verbose", action="store_true",
+                         help="also print pytest-benchmark's own tables (wide, sorted by mean)")
     running.add_argument("--no-report", action="store_true", help="write only the JSON, no CSV reports")
     running.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak in the reports)")
     running.add_argument("--counters", action="store_true",
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                          sizes=sizes, threads=args.threads, budget_s=args.budget_s, quick=args.quick,
                          out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
                          retimes=args.retimes, world_sizes=args.world_size, scaling=args.scaling,
-                         collective_timeout_s=args.collective_timeout_s)
+                         collective_timeout_s=args.collective_timeout_s, verbose=args.verbose)
     terminate_as_interrupt()  # a cancelled CI job's SIGTERM keeps what had finished, as Ctrl-C does
     counting = None
     if args.counters:  # the same selection (its distributed variants are timed, not counted)
@@ -104,12 +107,14 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"counters: {run_dir / 'counters.json'}")
-    if not args.no_report:
-        try:
-            written = write_report(build_report(load_runs([run_dir / RESULT_FILE])), run_dir)
-        except (ResultsError, OSError) as error:
-            print(f"twolayer run: error: the results are kept, but no report could be made: {os_error_text(error)}",
-                  file=sys.stderr)
-            return 1
-        print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")
+    try:
+        report = build_report(load_runs([run_dir / RESULT_FILE]))
+        if not args.no_report:
+            written = write_report(report, run_dir)
+            print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")
+    except (ResultsError, OSError) as error:
+        print(f"twolayer run: error: the results are kept, but no report could be made: {os_error_text(error)}",
+              file=sys.stderr)
+        return 1
+    print("\n" + "\n".join(answer_lines(report.summary)))
     return 0

@@ -22,6 +22,7 @@ from twolayer.atomic_files import write_all_atomically
 from twolayer.cases import TUTORIAL_DTYPE
 from twolayer.flops import PHASES
 from twolayer.problem import Problem
+from twolayer.report.answer import answer_markdown
 from twolayer.report.charts import phase_charts, scaling_chart
 from twolayer.report.counters import counters_markdown
 from twolayer.report.ddp import ddp_markdown, labelled, world_size_chart
@@ -174,6 +175,7 @@ class Report:
         h1, h2 = "#" * top_level, "#" * (top_level + 1)
         parts = [
             f"{h1} twolayer benchmark report",
+            answer_markdown(self.summary, h2),
             f"Medians in microseconds per call; `x` is the speedup over `{self.baseline}` on the same run's cpu "
             "(higher is faster); n/a: a phase the variant cannot run apart. A median marked (noisy) has an IQR "
             "over 10% of it; (disturbed): the canary timed beside it ran over 15% slower than the run's usual or "
@@ -224,7 +226,7 @@ class Report:
         if self.charts:
             parts.append(f"{h2} Charts")
             parts += [f"![{name}]({image_prefix}{name})" for name in self.charts]
-        return "\n\n".join(parts) + "\n"
+        return "\n\n".join(part for part in parts if part) + "\n"
 
     def machines_markdown(self) -> str:
         """One line per run: where and with what it ran, so a reader can compare honestly."""

@@ -40,3 +40,4 @@ class RunOptions:
     world_sizes: tuple[int, ...] | None = None
     scaling: str | None = None  # strong (default) or weak
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    verbose: bool = False  # pytest-benchmark's own tables too, as the suite prints them

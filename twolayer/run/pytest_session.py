@@ -45,6 +45,8 @@ def pytest_arguments(options: RunOptions, json_path: Path, run_id: str, peak_pat
             args.append(f"{flag}={value}")
     if options.quick:
         args.append("--tl-quick")
+    if not options.verbose:  # the answer (`twolayer.report.answer`) follows the run; pytest-benchmark's tables on asking
+        args.append("--benchmark-quiet")
     if options.collective_timeout_s != DEFAULT_COLLECTIVE_TIMEOUT_S:
         args.append(f"--tl-collective-timeout-s={options.collective_timeout_s}")
     return args
