@@ -95,6 +95,10 @@ def write_peaks(cases: list[BenchCase], options: RunOptions, path: Path) -> None
         set_threads(options.threads)  # the peak is measured with the run's own thread count
     peaks = cached_peaks(options.out, devices, dtypes)
     path.write_text(json.dumps({key: asdict(peak) for key, peak in peaks.items()}, indent=1), encoding="utf-8")
+    busy = [key for key, peak in peaks.items() if peak.disturbed]
+    if busy:  # a peak taken on a busy machine is no ceiling: the reports leave it out
+        print(f"the matmul peak of {', '.join(busy)} was measured on a busy machine: not cached, and the reports "
+              "give no distance from it", flush=True)
 
 
 def check_machine(options: RunOptions) -> MachineState:
@@ -168,8 +172,8 @@ def run_in(options: RunOptions) -> Path | None:
         quiet_canary_s = before.quiet_s
         peak_path = (partial / PEAK_FILE).resolve() if options.peak else None
         if peak_path is not None:
-            print("measuring the matmul peak (cached per machine in "
-                  f"{options.out / 'peak-<host>.json'}) ...", flush=True)
+            print("the matmul peak (measured once per machine, and cached in "
+                  f"{options.out / 'peak-<host>.json'} when the machine was calm) ...", flush=True)
             try:
                 write_peaks(cases, options, peak_path)
             except KeyboardInterrupt:
