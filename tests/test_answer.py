@@ -4,6 +4,7 @@ slower the slowest is, disturbed benchmarks kept out of the ranking, and whether
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from twolayer.report.answer import answer_lines, answer_markdown
 
@@ -44,6 +45,7 @@ def test_several_runs_and_devices_each_get_their_heading_and_markdown_wraps_it()
     assert answer_markdown(pd.DataFrame([row("harness_empty", "overhead", 0.1)])) == ""
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_its_answer_and_hides_pytest_benchmarks_tables(tmp_path):
     import subprocess
     import sys

@@ -59,6 +59,7 @@ def test_a_selection_that_matches_nothing_is_refused(capsys, tmp_path, monkeypat
     assert code == 2 and "matches no benchmark" in err
 
 
+@pytest.mark.slow
 def test_quick_run_writes_pytest_benchmark_json_with_provenance(capsys, tmp_path):
     """A real quick run, its JSON checked field by field against what was asked and what this
     machine is: threads (2, so that a field stuck at 1 shows), canaries, FLOPs per case (Adam's
@@ -119,6 +120,7 @@ def result_host(run_dir):
     return json.loads((run_dir / RESULT_FILE).read_text())["machine_info"]["twolayer_host"]
 
 
+@pytest.mark.slow
 def test_a_failed_suite_leaves_no_results(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "run_pytest", lambda command: SuiteOutcome(1, False, [], False))
     code, _, err = run_cli(capsys, "run", "--quick", "--out", str(tmp_path), "--variants", "torch_manual")
@@ -177,6 +179,7 @@ def test_other_commands_refuse_bad_input_in_one_line(capsys, argv, message):
     assert_one_line(err, message)
 
 
+@pytest.mark.slow
 def test_fidelity_prints_only_its_own_table():
     result = subprocess.run([sys.executable, "-m", "twolayer", "fidelity", "--variants", "numpy_manual",
                              "--budget-s", "0.05"], capture_output=True, text=True, cwd=PROJECT_ROOT)
@@ -206,6 +209,7 @@ def test_fidelity_on_a_busy_machine_says_so_and_marks_its_rows(capsys, monkeypat
         ([True] if busy else [])
 
 
+@pytest.mark.slow
 def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
     """Ctrl-C reaches `twolayer run` (here, it alone): one line, exit 130, the finished benchmarks kept."""
     process, err = interrupt_a_run(tmp_path, signal.SIGINT)
@@ -216,6 +220,7 @@ def test_sigint_keeps_the_finished_benchmarks_marked_interrupted(tmp_path):
     assert_kept_marked_interrupted(tmp_path, err)
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_the_finished_benchmarks_as_ctrl_c_does(tmp_path):
     """A cancelled CI job's SIGTERM: one line naming it, exit 143, the finished benchmarks kept."""
     process, err = interrupt_a_run(tmp_path, signal.SIGTERM)
@@ -366,6 +371,7 @@ def test_count_finds_out_it_cannot_write_before_it_counts(tmp_path, capsys, monk
     assert code == 2 and not (tmp_path / "new").exists()  # a bad selection makes no --out either
 
 
+@pytest.mark.slow
 def test_output_to_a_reader_that_goes_away_is_not_called_bad_input():
     """`twolayer list | head -1`: the exit status of a command whose reader left, and no error."""
     listing = subprocess.run(f"set -o pipefail; {sys.executable} -m twolayer train numpy_manual --iterations 500 "

@@ -87,6 +87,7 @@ def test_numpy_divergence_is_one_line_without_overflow_warnings(capsys):
     assert [str(w.message) for w in caught] == []
 
 
+@pytest.mark.slow
 def test_module_entry_point_exits_cleanly_without_traceback():
     result = subprocess.run([sys.executable, "-m", "twolayer", "train", "nope"], capture_output=True, text=True)
     assert result.returncode == 2

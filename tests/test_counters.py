@@ -38,6 +38,7 @@ def ops_of(variant, phases="forward,backward,step,iteration", size="64x1000x100x
     return {key.split("-")[1]: value for key, value in counted.items()}
 
 
+@pytest.mark.slow
 def test_torch_manual_ops_match_a_count_by_hand_from_its_code():
     counts = ops_of("torch_manual")
     per_phase = {phase: set(value["aten_ops"]) for phase, value in counts.items()}
@@ -52,6 +53,7 @@ def test_torch_manual_ops_match_a_count_by_hand_from_its_code():
     assert {value["ops_counted_by"] for value in counts.values()} == {"dispatch_mode"}
 
 
+@pytest.mark.slow
 def test_a_compiled_graph_is_counted_by_the_profiler_and_left_working():
     counts = ops_of("torch_compile", phases="forward", calls=2)["forward"]
     # the generated code calls out for its two matmuls; relu, loss and the subtraction are fused
@@ -84,6 +86,7 @@ def test_autograd_holds_more_than_the_hand_written_forward():
     assert module > manual[0]  # autograd keeps its graph's saved tensors
 
 
+@pytest.mark.slow
 def test_bytes_are_counted_the_same_in_every_process():
     """The profiler reports a free only for a block it saw allocated, and inherits stale sizes at
     reused addresses: the frees of an earlier call's outputs were seen or not by the process's
@@ -317,6 +320,7 @@ def test_counts_join_each_run_s_own_timings_when_runs_are_read_together(tmp_path
     assert counted.to_dict() == {"run-a": 100, "run-b": 200}
 
 
+@pytest.mark.slow
 def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
     import twolayer.provenance as environment
 
@@ -347,6 +351,7 @@ def test_counting_cuda_without_a_gpu_is_refused_in_one_line(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_VALGRIND, reason="valgrind is not installed (apt-get install -y valgrind)")
 def test_instructions_under_callgrind_are_per_call_and_see_a_planted_op(tmp_path, capsys):
     """One Valgrind process for the selection: the tiny size's forward and iteration of
@@ -538,6 +543,7 @@ def test_a_cpu_count_that_fails_fails_the_whole_count_and_writes_nothing(tmp_pat
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_callgrind_process_past_its_time_is_stopped_with_all_it_started(tmp_path):
     """The worker and what it started (a wrapper that does not exec, inductor's compile workers)."""
     import os

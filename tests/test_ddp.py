@@ -80,6 +80,7 @@ def reference() -> tuple[dict, list[float]]:
     return gradients, losses
 
 
+@pytest.mark.slow
 def test_world_size_two_equals_the_full_batch_in_float64(tmp_path):
     gradients, losses = reference()
     for result in run_ranks(tmp_path, 2):
@@ -134,6 +135,7 @@ def single_process_gradients(problem: Problem, x: np.ndarray, y: np.ndarray) -> 
     return {"w1": x.T @ grad_h, "w2": h_relu.T @ grad_y_pred}
 
 
+@pytest.mark.slow
 def test_weak_scaling_gives_each_rank_its_own_rows_and_averages_their_gradients(tmp_path):
     from twolayer.variants.ddp import rank_data
 

@@ -167,6 +167,7 @@ def finish(process: subprocess.Popen, within_s: float) -> tuple[int, str, float]
     return process.returncode, err, time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, tmp_path, monkeypatch):
     mark = uuid.uuid4().hex
     monkeypatch.setenv("TWOLAYER_TEST_MARK", mark)  # inherited by the launcher and the ranks
@@ -205,6 +206,7 @@ def test_world_sizes_one_and_two_in_one_run_with_comm_s_and_the_report(capsys, t
     assert [pid for pid, _ in marked(mark) if pid != os.getpid()] == [], "processes of the run are left"
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_run_at_once_naming_it_and_leaves_nothing(tmp_path):
     timeout_s = 20
     process, mark = start_run(tmp_path, "--variants", "ddp", "--world-size", "2", "--budget-s", "5", "--no-report",
@@ -233,6 +235,7 @@ def run_with_rank_one_stopped(tmp_path, joined: bool) -> tuple[int, list[str], s
     return code, failure_lines(err), err, mark
 
 
+@pytest.mark.slow
 def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_path):
     """Its peer's collective times out; the launcher stops the rest (a stopped rank takes its
     SIGKILL after torch's 30 s of grace)."""
@@ -242,6 +245,7 @@ def test_a_hung_rank_fails_the_run_after_the_collective_timeout_naming_it(tmp_pa
     assert not marked(mark), "processes of the run are left"
 
 
+@pytest.mark.slow
 def test_a_rank_that_never_joins_is_named_after_the_timeout(tmp_path):
     """Stopped while importing torch: rank 0 waits the collective timeout to form the group, then
     the launcher names the rank that never came, in one line."""
@@ -252,6 +256,7 @@ def test_a_rank_that_never_joins_is_named_after_the_timeout(tmp_path):
     assert not marked(mark), "processes of the run are left"
 
 
+@pytest.mark.slow
 def test_under_torchrun_each_rank_runs_the_suite_and_rank_zero_alone_keeps_it(tmp_path):
     """The README's multi-machine command, on one machine: `torchrun ... -m twolayer run`."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

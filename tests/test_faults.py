@@ -52,6 +52,7 @@ def test_the_next_run_into_the_same_out_says_it_removed_a_killed_runs_partial(ca
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["list"], ["run", "--variants", "nope"], ["--help"]])
 def test_a_closed_stdout_gives_no_traceback(argv):
     result = subprocess.run(["bash", "-c", f'"{sys.executable}" -m twolayer "$@" >&-', "bash", *argv],
@@ -70,6 +71,7 @@ def test_an_empty_selection_option_is_refused_in_one_line(capsys, command, optio
     assert f"argument {option}" in err
 
 
+@pytest.mark.slow
 def test_compare_of_a_run_with_itself_says_so(capsys, tmp_path):
     code, _, err = run_cli(capsys, "compare", str(REFERENCE_RUN), str(REFERENCE_RUN.parent / "." / REFERENCE_RUN.name),
                            "--out", str(tmp_path))

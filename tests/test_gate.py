@@ -123,6 +123,7 @@ class ClosableSide(ScriptedSide):
         self.requests.append(("close", {}))
 
 
+@pytest.mark.slow
 def test_a_retime_runs_in_fresh_processes_which_narrow_what_the_old_ones_spread():
     """Identical code whose first four process pairs sit 12% apart: undecidable. Each retime closes
     them and starts four fresh pairs (here with the spread of most processes, 1-2%); pooled over
@@ -283,6 +284,7 @@ def test_each_build_lands_at_a_new_offset_within_a_cache_line_too():
     assert all(shift % 16 == 0 for shift in shifts) and len(set(shifts)) > 16
 
 
+@pytest.mark.slow
 def test_a_real_gate_of_this_checkout_against_itself(tmp_path, capsys):
     code = main(["gate", str(PROJECT_ROOT), "--variants", "numpy_manual", "--phases", "forward,step", "--sizes",
                  "8x16x8x2", "--budget-s", "0.05", "--processes", "2", "--retimes", "0", "--out", str(tmp_path)])
@@ -292,7 +294,10 @@ def test_a_real_gate_of_this_checkout_against_itself(tmp_path, capsys):
     assert list(table["phase"]) == ["forward", "step"]
     assert set(table["verdict"]) <= {"unchanged", "inconclusive", "faster", "slower"}
     assert (table["interval_kind"] == "paired-blocks").all() and (table["pairs"] >= 16).all()
-    assert (table["ratio_low"] <= table["ratio"]).all() and (table["ratio"] <= table["ratio_high"]).all()
+    # a row with too few pairs the machine left alone has no interval, and is inconclusive (seen 2 in 5 runs here)
+    bounded = table[table["ratio"].notna()]
+    assert (table.loc[table["ratio"].isna(), "verdict"] == "inconclusive").all()
+    assert (bounded["ratio_low"] <= bounded["ratio"]).all() and (bounded["ratio"] <= bounded["ratio_high"]).all()
     record = json.loads((tmp_path / "gate.json").read_text())
     assert record["base"]["root"] == record["head"]["root"] == str(PROJECT_ROOT)
     assert set(record["benchmarks"][0]["pair_medians_s"]["process"]) == {0, 1}

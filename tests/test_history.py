@@ -158,6 +158,7 @@ def rates(runs_per_commit: int, trials: int, seed: int) -> tuple[float, float, f
     return exact / trials, near / trials, false / trials
 
 
+@pytest.mark.slow
 def test_detection_rates_on_synthetic_histories_of_twelve_commits():
     """With two runs pooled per commit, a 20% step is found at its commit in at least 95% of
     1000 histories, and at most 5% of flat ones get a change point. With one run per commit (5%

@@ -61,6 +61,7 @@ def test_the_cpus_available_memory_is_memavailable():
     assert available is not None and available.bytes > 0 and "MemAvailable" in available.source
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="without MemAvailable nothing is refused")
 def test_pytest_bench_refuses_the_same_way():
     result = subprocess.run([sys.executable, "-m", "pytest", "bench", "--benchmark-enable", "--tl-devices=cpu",

@@ -11,6 +11,7 @@ REFERENCE = ROOT / "results" / "reference"
 GENERATED = ("summary.csv", "comparison.csv", "devices.csv", "report.md")  # the charts depend on matplotlib's version
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in REFERENCE.iterdir() if (p / "benchmarks.json").is_file()))
 def test_reference_reports_regenerate_byte_for_byte(tmp_path, capsys, name):
     assert main(["report", str(REFERENCE / name / "benchmarks.json"), "--out", str(tmp_path)]) == 0
@@ -19,6 +20,7 @@ def test_reference_reports_regenerate_byte_for_byte(tmp_path, capsys, name):
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_readme_tables_are_generated_from_the_reference_run(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_bytes((ROOT / "README.md").read_bytes())

@@ -41,6 +41,7 @@ SMALL_SIZES = ["8x12x6x3", "4x2x1x3", "8x2x400x10", "16x2x1x1", "16x50x1x10", "6
                "8x50x6x1", "1x2x1x1", "1x1000x400x10", "256x2x400x1", "256x1000x1x10", "8x16x8x2", "15x50x20x5"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["numpy_manual", "torch_manual"])
 def test_sgd_trains_finite_at_small_and_odd_sizes(name):
     for size in SMALL_SIZES:
@@ -75,6 +76,7 @@ def test_every_cpu_variant_trains_finite_and_falls_at_a_sweep_size(name):
     assert final < logged[0]
 
 
+@pytest.mark.slow
 def test_the_largest_sweep_size_trains_finite_and_falls():
     n, d_in, hidden, d_out = parse_size(SWEEP_SIZES[-1])
     logged = {}

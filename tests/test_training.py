@@ -93,6 +93,7 @@ def test_converges_like_the_tutorial(name, seed):
     assert all(logged[a] > logged[b] for a, b in zip(range(0, 451, 50), range(50, 501, 50)) if logged[b] > 1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", list(EAGER_TWINS))
 def test_beyond_variants_end_where_their_eager_twin_ends(name, dtype):
