@@ -15,4 +15,6 @@ def quiet_machine(monkeypatch):
     monkeypatch.setattr("twolayer.run.driver.machine_state", lambda out: QUIET)
     monkeypatch.setattr("twolayer.measure.peak.machine_state", lambda out: QUIET)
     monkeypatch.setattr("twolayer.measure.canary.machine_state", lambda out: QUIET)
+    monkeypatch.setattr("twolayer.cli.gate.machine_state", lambda out: QUIET)  # the gate command asks before it starts
+    monkeypatch.setattr("twolayer.cli.fidelity.machine_state", lambda out: QUIET)  # fidelity before and after
     return QUIET

@@ -322,7 +322,7 @@ def test_counts_join_each_run_s_own_timings_when_runs_are_read_together(tmp_path
 
 @pytest.mark.slow
 def test_ops_and_bytes_alone_need_no_valgrind(tmp_path, capsys, monkeypatch):
-    import twolayer.provenance as environment
+    import twolayer.count.driver as environment  # where the count reads the machine's facts
 
     facts = environment.machine_facts()
     monkeypatch.setattr(environment, "machine_facts", lambda: {**facts, "torch_threads": 4, "numpy_threads": 4})

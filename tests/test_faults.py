@@ -3,6 +3,7 @@ closed stdout, an empty selection option, a run compared with itself."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -25,14 +26,18 @@ def dead_pid() -> int:
 def test_a_partial_run_left_by_a_killed_process_is_removed_and_others_stay(tmp_path):
     killed = tmp_path / ".20261204T000000Z-vm-abc.partial"
     claim_partial(killed)
-    (killed / OWNER_FILE).write_text(f"{dead_pid()}\n")
+    (killed / OWNER_FILE).write_text(f"{socket.gethostname()} {dead_pid()}\n")
+    elsewhere = tmp_path / ".20261204T000003Z-other-abc.partial"
+    claim_partial(elsewhere)
+    (elsewhere / OWNER_FILE).write_text(f"another-host {dead_pid()}\n")  # its pid means nothing here
     running = tmp_path / ".20261204T000001Z-vm-abc.partial"
     claim_partial(running)  # this process: alive
     unowned = tmp_path / ".20261204T000002Z-vm-abc.partial"
     unowned.mkdir()  # written before owners were recorded: whose it is cannot be told
     assert owner_alive(killed) is False and owner_alive(running) is True and owner_alive(unowned) is None
+    assert owner_alive(elsewhere) is None
     assert clean_abandoned(tmp_path) == [killed]
-    assert not killed.exists() and running.is_dir() and unowned.is_dir()
+    assert not killed.exists() and running.is_dir() and unowned.is_dir() and elsewhere.is_dir()
 
 
 def test_the_next_run_into_the_same_out_says_it_removed_a_killed_runs_partial(capsys, tmp_path, monkeypatch):
@@ -40,7 +45,7 @@ def test_the_next_run_into_the_same_out_says_it_removed_a_killed_runs_partial(ca
 
     killed = tmp_path / ".20261204T000000Z-vm-abc.partial"
     claim_partial(killed)
-    (killed / OWNER_FILE).write_text(f"{dead_pid()}\n")
+    (killed / OWNER_FILE).write_text(f"{socket.gethostname()} {dead_pid()}\n")
 
     def stop(*args, **kwargs):  # the run goes no further than its start: this test is about what precedes it
         raise KeyboardInterrupt

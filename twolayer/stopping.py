@@ -4,6 +4,9 @@ had finished, and the exit status says which signal it was."""
 from __future__ import annotations
 
 import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 SIGINT_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 SIGTERM_EXIT = 143  # 128 + SIGTERM
@@ -22,9 +25,21 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def terminate_as_interrupt() -> None:
-    """From now on, SIGTERM raises `Terminated` in the main thread (a KeyboardInterrupt)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread; the
+    handler before it is restored after. Off the main thread, where no handler can be set, nothing
+    changes."""
+    global _terminated
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _terminated = False
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupt_exit() -> int:

@@ -11,6 +11,7 @@ import torch
 from twolayer.cases import split_list
 from twolayer.cli.args import (
     UsageError,
+    names,
     positive_float,
     positive_int,
 )
@@ -23,7 +24,7 @@ from twolayer.variants import VARIANTS, variant_device_reason
 def add_parser(commands) -> None:
     fidelity = commands.add_parser(
         "fidelity", help="check the suite's cpu iteration medians against torch.utils.benchmark.Timer")
-    fidelity.add_argument("--variants", help="comma-separated (default: all)")
+    fidelity.add_argument("--variants", type=names, help="comma-separated (default: all)")
     fidelity.add_argument("--threads", type=positive_int)
     fidelity.add_argument("--budget-s", type=positive_float, default=1.0, help="seconds per measurement (default: 1)")
     fidelity.set_defaults(handler=run)

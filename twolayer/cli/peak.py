@@ -9,6 +9,7 @@ from pathlib import Path
 from twolayer.cases import split_list
 from twolayer.cli.args import (
     UsageError,
+    names,
     positive_int,
 )
 from twolayer.devices import available_devices, device_absent_reason
@@ -19,7 +20,7 @@ from twolayer.provenance import set_threads
 
 def add_parser(commands) -> None:
     peaking = commands.add_parser("peak", help="measure the matmul peak (GFLOP/s) of each device and dtype")
-    peaking.add_argument("--devices", help="comma-separated (default: every one present)")
+    peaking.add_argument("--devices", type=names, help="comma-separated (default: every one present)")
     peaking.add_argument("--dtypes", default="float32,float64", help="comma-separated (default: float32,float64)")
     peaking.add_argument("--threads", type=positive_int)
     peaking.add_argument("--out", default="results", help="where the per-machine cache goes (default: results)")

@@ -79,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
                          out=Path(args.out), peak=not args.no_peak, repeat=args.repeat, shuffle_seed=args.shuffle_seed,
                          retimes=args.retimes, world_sizes=args.world_size, scaling=args.scaling,
                          collective_timeout_s=args.collective_timeout_s, verbose=args.verbose)
-    terminate_as_interrupt()  # a cancelled CI job's SIGTERM keeps what had finished, as Ctrl-C does
     counting = None
     if args.counters:  # the same selection (its distributed variants are timed, not counted)
         counting = count_options(args, Path(args.out), phases=phases, sizes=sizes, quick=args.quick)
     try:
-        run_dir = run_suite(options)
+        with terminate_as_interrupt():  # a cancelled CI job's SIGTERM keeps what had finished, as Ctrl-C does
+            run_dir = run_suite(options)
         if run_dir is None:  # a rank other than 0 of a torchrun job
             print(f"rank {os.environ.get('RANK')}: done; rank 0 writes the results")
             return 0
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"counters: {run_dir / 'counters.json'}")
     try:
-        report = build_report(load_runs([run_dir / RESULT_FILE]))
+        report = build_report(load_runs([run_dir / RESULT_FILE]), charts=not args.no_report)  # the answer needs none
         if not args.no_report:
             written = write_report(report, run_dir)
             print(f"report: {run_dir / 'report.md'} ({len(written)} files: summary.csv, comparison.csv, devices.csv, ...)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from twolayer.run.options import RunInterrupted
@@ -56,15 +57,19 @@ def keep_finished(partial: Path, run_dir: Path) -> int:
 def claim_partial(partial: Path) -> None:
     """Make `partial` (a run's directory while it is written) and record this process as its owner."""
     partial.mkdir()
-    (partial / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    (partial / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
 
 
 def owner_alive(partial: Path) -> bool | None:
-    """Whether the process that was writing `partial` still runs; None where it did not say who it
-    was (a run from before owners were recorded)."""
+    """Whether the process that was writing `partial` still runs; None where that cannot be told
+    here: a writer on another host (an --out shared between machines), or one that did not say who
+    it was (a run from before owners were recorded)."""
     try:
-        pid = int((partial / OWNER_FILE).read_text(encoding="utf-8"))
+        host, pid_text = (partial / OWNER_FILE).read_text(encoding="utf-8").split()
+        pid = int(pid_text)
     except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
         return None
     try:
         os.kill(pid, 0)
