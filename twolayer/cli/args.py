@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Callable
 
 from twolayer.cases import split_list
 from twolayer.count.driver import CUDA_CALLGRIND_TIMEOUT_S, INSTALL_VALGRIND, CountOptions, parse_metrics, valgrind_version
@@ -31,34 +32,29 @@ def world_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def positive_int(text: str) -> int:
+def number(text: str, kind: type, what: str, within: Callable[[float], bool], bounded: str | None = None):
+    """`text` as a `kind` for which `within` holds; otherwise argparse's error, "expected `what`"
+    (or `bounded` where the number parsed but fell outside)."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not within(value):
+        raise argparse.ArgumentTypeError(f"expected {bounded or what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return number(text, int, "a positive integer", lambda value: value >= 1)
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+    return number(text, int, "a non-negative integer", lambda value: value >= 0)
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
+    return number(text, float, "a positive number", lambda value: math.isfinite(value) and value > 0,
+                  bounded="a finite positive number")
 
 
 def names(text: str) -> str:
