@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from twolayer.atomic_files import write_atomically
-from twolayer.disturbance import DISTURBED_CANARY_RATIO, canary_reference, is_disturbed  # noqa: F401
+from twolayer.disturbance import is_disturbed
 from twolayer.hardware import hardware_identity
 from twolayer.provenance import host_name, numpy_threads
 

@@ -13,8 +13,7 @@ import pandas as pd
 
 from twolayer.schema import CHANGED_VERDICTS, MATCH, VERDICTS
 
-CHANGED = CHANGED_VERDICTS
-ORDER = {verdict: i for i, verdict in enumerate(CHANGED)}
+ORDER = {verdict: i for i, verdict in enumerate(CHANGED_VERDICTS)}
 
 
 def figure(value: float, form: str) -> str:
@@ -32,7 +31,7 @@ def verdict_markdown(table: pd.DataFrame, metric: str, threshold_pct: float, rep
             else f"ratio = new / base of {metric} per call (deterministic: no interval)")
     lines = [f"### twolayer compare: {headline}", "", f"{what}; " + ", ".join(
         f"{int(counts.get(v, 0))} {v}" for v in ("slower", "faster", "inconclusive", "unchanged")) + ".", ""]
-    changed = table[table["verdict"].isin(CHANGED)]
+    changed = table[table["verdict"].isin(CHANGED_VERDICTS)]
     changed = changed.assign(_order=changed["verdict"].map(ORDER)).sort_values(["_order", "device", "variant", "phase"])
     if changed.empty:
         lines.append("No benchmark changed beyond the threshold.")
